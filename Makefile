@@ -1,0 +1,33 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PYTHON  ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-unit demo lock clean
+
+# uv (installed with pip if missing) syncs the venv to the pinned lock in seconds.
+$(VENV)/.synced: requirements.lock pyproject.toml
+	$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	[ -x $(PY) ] || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
+	$(PYTHON) -m uv pip sync --quiet --python $(PY) requirements.lock
+	$(PYTHON) -m uv pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.synced
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+# Re-pin every dependency after changing pyproject.toml (no download addresses are written).
+lock:
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

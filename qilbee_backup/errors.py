@@ -1,0 +1,29 @@
+"""Typed errors. Every message is one line that says what happened, and never holds a secret."""
+
+
+class QilbeeBackupError(Exception):
+    """Base of every error the tool reports to a person. Exit code 1 unless stated."""
+
+    exit_code = 1
+
+
+class UsageError(QilbeeBackupError):
+    """Bad input from the operator: unknown repository scheme, malformed id, bad flag value."""
+
+    exit_code = 2
+
+
+class NotFound(QilbeeBackupError):
+    """A backup, blob or object that should exist does not."""
+
+
+class LockedError(QilbeeBackupError):
+    """Another run holds the repository lock for this source."""
+
+
+class IntegrityError(QilbeeBackupError):
+    """Data does not match its recorded checksum, size or figures."""
+
+
+class DestinationError(QilbeeBackupError):
+    """A storage destination failed permanently (after retries for transient faults)."""
