@@ -1,0 +1,242 @@
+"""Taking a consistent copy of a QilbeeDB data directory: online (the server's checkpoint) or offline.
+
+online:  POST /admin/snapshot; the server answers with the checkpoint's path as *it* sees it
+         (``/data/snapshots/<id>`` inside its container), which we map to a path readable here.
+offline: the guide's file-system backup. Stop the container, copy the data directory, start it
+         again (always, even when the copy fails) and wait for /health. The copy hard-links
+         RocksDB's immutable SST/blob files and copies the rest, so the server is down for
+         seconds, not for the length of the upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from .client import QilbeeClient, SnapshotNotSupported
+from .errors import QilbeeBackupError, UsageError
+
+log = logging.getLogger(__name__)
+
+# RocksDB never rewrites these once written; everything else (MANIFEST, CURRENT, OPTIONS, WAL) may change.
+IMMUTABLE_SUFFIXES = (".sst", ".blob")
+
+
+class SnapshotUnreadable(QilbeeBackupError):
+    """The server's snapshot path cannot be read from where this flow runs."""
+
+
+@dataclass
+class TakenSnapshot:
+    mode: str  # "online" | "offline"
+    path: Path  # a directory readable here
+    snapshot_id: str
+    server_path: str
+    size_bytes: int
+    stats: dict
+    server_version: str | None
+    container: str | None = None
+    cleanup_paths: list[Path] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        """Remove what this run created for itself (the offline copy); a server checkpoint is the server's."""
+        for p in self.cleanup_paths:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def map_server_path(server_path: str, *, data_path: Path | None = None, mounts: list[dict] | None = None) -> Path:
+    """Where the server's snapshot path is readable from here.
+
+    --data-path HOST_DIR names the host directory holding the server's data directory, so
+    ``<server data dir>/snapshots/<id>`` maps to ``HOST_DIR/snapshots/<id>``. A container's
+    mounts map a container path prefix to its host source. Otherwise the path is used as is
+    (the server runs on this host, as the emulator does).
+    """
+    sp = PurePosixPath(server_path)
+    if data_path is not None:
+        parts = sp.parts
+        if "snapshots" in parts:
+            rel = PurePosixPath(*parts[parts.index("snapshots"):])
+            return Path(data_path) / rel
+        return Path(data_path) / sp.name
+    for m in sorted(mounts or [], key=lambda m: len(m.get("Destination", "")), reverse=True):
+        dest = PurePosixPath(m.get("Destination", "/nonexistent"))
+        if sp == dest or dest in sp.parents:
+            return Path(m["Source"]) / sp.relative_to(dest)
+    return Path(server_path)
+
+
+def take_online(client: QilbeeClient, *, data_path: Path | None = None, mounts: list[dict] | None = None) -> TakenSnapshot:
+    health = client.health()
+    snap = client.create_snapshot()
+    stats = snap.stats if snap.stats else _stats_dict(client)
+    local = map_server_path(snap.path, data_path=data_path, mounts=mounts)
+    if not local.is_dir() or not os.access(local, os.R_OK | os.X_OK):
+        raise SnapshotUnreadable(
+            f"snapshot {snap.snapshot_id} is at {snap.path} on the server, but {local} is not readable here; "
+            "run the backup on the database host or a worker with the data volume mounted, or pass --data-path HOST_DIR"
+        )
+    return TakenSnapshot(
+        mode="online", path=local, snapshot_id=snap.snapshot_id, server_path=snap.path,
+        size_bytes=snap.size_bytes, stats=stats, server_version=health.get("version"),
+    )
+
+
+def _stats_dict(client: QilbeeClient) -> dict:
+    s = client.stats()
+    return {
+        "graphs": s.graphs,
+        "nodeCount": s.node_count,
+        "relationshipCount": s.relationship_count,
+        "source": s.source,
+    }
+
+
+def copy_data_dir(src: Path, dst: Path) -> int:
+    """Copy a stopped RocksDB directory: hard-link immutable files, copy mutable ones; skip snapshots/.
+
+    Returns the bytes of the files copied. Falls back to a byte copy where a hard link is refused
+    (another filesystem).
+    """
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d != "snapshots"]
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            s, d = Path(dirpath) / name, dst / rel / name
+            if s.is_symlink():
+                continue  # a data directory holds no links we trust; restore refuses them too
+            total += s.stat().st_size
+            if name.endswith(IMMUTABLE_SUFFIXES):
+                try:
+                    os.link(s, d)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(s, d)
+    return total
+
+
+def take_offline_docker(
+    container_name: str,
+    client: QilbeeClient,
+    *,
+    stop_timeout: int = 30,
+    health_timeout: float = 120.0,
+    docker_client=None,
+    stats_before: dict | None = None,
+) -> TakenSnapshot:
+    """Stop the container, copy its /data volume, start it again, wait for /health."""
+    import docker  # imported here: online backups need no Docker SDK connection
+
+    dc = docker_client or docker.from_env()
+    try:
+        container = dc.containers.get(container_name)
+    except docker.errors.NotFound:
+        raise UsageError(f"no Docker container named {container_name!r} on this Docker engine") from None
+    mounts = container.attrs.get("Mounts") or []
+    data = next((m for m in mounts if m.get("Destination") == "/data"), None)
+    if data is None:
+        raise QilbeeBackupError(f"container {container_name!r} has no volume mounted at /data; nothing to back up offline")
+    host_dir = Path(data["Source"])
+    if not host_dir.is_dir():
+        raise SnapshotUnreadable(f"the /data volume of {container_name!r} is {host_dir} on the host, which is not readable here")
+
+    # Figures before the stop: the server cannot answer while it is down.
+    stats = stats_before if stats_before is not None else _safe_stats(client)
+    version = _safe_version(client)
+    snapshot_id = "offline-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    # Inside the data directory's snapshots/ so hard links stay on one filesystem.
+    dest = host_dir / "snapshots" / snapshot_id
+    was_running = container.status == "running"
+    log.info("stopping container %s for an offline copy of %s", container_name, host_dir)
+    container.stop(timeout=stop_timeout)
+    try:
+        size = copy_data_dir(host_dir, dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        if was_running:
+            container.start()
+            wait_healthy(client, timeout=health_timeout)
+            log.info("container %s is running and healthy again", container_name)
+    return TakenSnapshot(
+        mode="offline", path=dest, snapshot_id=snapshot_id, server_path=str(dest), size_bytes=size,
+        stats=stats, server_version=version, container=container_name, cleanup_paths=[dest],
+    )
+
+
+def _safe_stats(client: QilbeeClient) -> dict:
+    try:
+        return _stats_dict(client)
+    except QilbeeBackupError as e:
+        log.warning("could not read the database's figures before the offline copy: %s", e)
+        return {}
+
+
+def _safe_version(client: QilbeeClient) -> str | None:
+    try:
+        return client.health().get("version")
+    except QilbeeBackupError:
+        return None
+
+
+def wait_healthy(client: QilbeeClient, *, timeout: float = 120.0, interval: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+    deadline = clock() + timeout
+    last: Exception | None = None
+    while clock() < deadline:
+        try:
+            if client.health().get("status") == "healthy":
+                return
+        except QilbeeBackupError as e:
+            last = e
+        time.sleep(interval)
+    raise QilbeeBackupError(f"the server did not answer /health within {timeout:.0f} s after restart ({last})")
+
+
+def take_snapshot(
+    client: QilbeeClient,
+    *,
+    mode: str = "auto",
+    container: str | None = None,
+    data_path: Path | None = None,
+    docker_client=None,
+) -> TakenSnapshot:
+    """The run's snapshot in the requested mode; auto = online, offline when the server has no snapshot API."""
+    if mode not in ("auto", "online", "offline"):
+        raise UsageError(f"unknown mode {mode!r}: use auto, online or offline")
+    if mode == "offline":
+        if not container:
+            raise UsageError("offline mode needs --container NAME (the Docker container running QilbeeDB)")
+        return take_offline_docker(container, client, docker_client=docker_client)
+    mounts = None
+    if container and data_path is None:
+        mounts = _container_mounts(container, docker_client)
+    try:
+        return take_online(client, data_path=data_path, mounts=mounts)
+    except SnapshotNotSupported:
+        if mode == "auto" and container:
+            log.warning("the server has no snapshot API (404); falling back to an offline file-system backup of %s", container)
+            return take_offline_docker(container, client, docker_client=docker_client)
+        raise
+
+
+def _container_mounts(container: str, docker_client=None) -> list[dict] | None:
+    try:
+        import docker
+
+        dc = docker_client or docker.from_env()
+        return dc.containers.get(container).attrs.get("Mounts") or []
+    except Exception as e:  # the mounts only help map paths; online mode may still work without them
+        log.warning("could not read the mounts of container %s: %s", container, e)
+        return None
