@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from .client import QilbeeClient, SnapshotNotSupported
 from .errors import QilbeeBackupError, UsageError
@@ -84,7 +82,7 @@ def take_online(client: QilbeeClient, *, data_path: Path | None = None, mounts: 
         )
     return TakenSnapshot(
         mode="online", path=local, snapshot_id=snap.snapshot_id, server_path=snap.path,
-        size_bytes=snap.size_bytes, stats=stats, server_version=health.get("version"),
+        size_bytes=snap.size_bytes or 0, stats=stats, server_version=health.get("version"),
     )
 
 
@@ -167,7 +165,7 @@ def take_offline_docker(
     finally:
         if was_running:
             container.start()
-            wait_healthy(client, timeout=health_timeout)
+            client.wait_healthy(timeout=health_timeout)
             log.info("container %s is running and healthy again", container_name)
     return TakenSnapshot(
         mode="offline", path=dest, snapshot_id=snapshot_id, server_path=str(dest), size_bytes=size,
@@ -188,20 +186,6 @@ def _safe_version(client: QilbeeClient) -> str | None:
         return client.health().get("version")
     except QilbeeBackupError:
         return None
-
-
-def wait_healthy(client: QilbeeClient, *, timeout: float = 120.0, interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-    deadline = clock() + timeout
-    last: Exception | None = None
-    while clock() < deadline:
-        try:
-            if client.health().get("status") == "healthy":
-                return
-        except QilbeeBackupError as e:
-            last = e
-        time.sleep(interval)
-    raise QilbeeBackupError(f"the server did not answer /health within {timeout:.0f} s after restart ({last})")
 
 
 def take_snapshot(
