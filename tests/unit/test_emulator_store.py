@@ -1,0 +1,201 @@
+"""The emulator's RocksDB store: records, counters, detach-delete, snapshots and the read-only helpers."""
+
+import os
+import re
+
+import pytest
+from rocksdict import Rdict
+
+from qilbee_backup.emulator.store import (
+    COLUMN_FAMILIES,
+    GraphExists,
+    GraphStore,
+    InvalidName,
+    NodeNotFound,
+    StoreClosed,
+    StoreError,
+    adjacency_key,
+    audit_database,
+    content_digest,
+    live_size_bytes,
+    open_readonly_counts,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with GraphStore(tmp_path / "data") as opened:
+        yield opened
+
+
+def _triangle(store):
+    a = store.create_node("g", ["Person"], {"name": "a"})
+    b = store.create_node("g", ["Person", "Admin"], {"name": "b"})
+    c = store.create_node("g", ["Company"], {"name": "c"})
+    r1 = store.create_relationship("g", a["id"], "KNOWS", b["id"], {"since": 2020})
+    r2 = store.create_relationship("g", b["id"], "WORKS_AT", c["id"], {})
+    r3 = store.create_relationship("g", a["id"], "SELF", a["id"], {})
+    return a, b, c, r1, r2, r3
+
+
+def test_column_families_are_the_real_servers(store):
+    assert sorted(Rdict.list_cf(str(store.data_dir))) == sorted(["default", *COLUMN_FAMILIES])
+
+
+def test_records_counters_and_lookups(store):
+    a, b, c, r1, r2, r3 = _triangle(store)
+    assert store.list_graphs() == ["g"]
+    assert store.counts() == {
+        "graphs": {"g": {"nodeCount": 3, "relationshipCount": 3}},
+        "nodeCount": 3,
+        "relationshipCount": 3,
+    }
+    assert store.get_node("g", b["id"]) == {"id": b["id"], "labels": ["Person", "Admin"], "properties": {"name": "b"}}
+    assert [n["id"] for n in store.iter_nodes("g", "Person")] == [a["id"], b["id"]]
+    assert [n["id"] for n in store.iter_nodes("g")] == [a["id"], b["id"], c["id"]]
+    assert {r["id"] for r in store.node_relationships("g", b["id"])} == {r1["id"], r2["id"]}
+    assert [r["id"] for r in store.node_relationships("g", a["id"])] == [r1["id"], r3["id"]]  # self-loop once
+    with pytest.raises(NodeNotFound):
+        store.create_relationship("g", a["id"], "KNOWS", 999, {})
+    assert audit_database(store.data_dir).ok
+
+
+def test_update_node_rewrites_label_index(store):
+    node = store.create_node("g", ["Person"], {"name": "a"})
+    updated = store.update_node("g", node["id"], ["Robot"], {"name": "r2"})
+    assert updated == {"id": node["id"], "labels": ["Robot"], "properties": {"name": "r2"}}
+    assert list(store.iter_nodes("g", "Person")) == []
+    assert [n["id"] for n in store.iter_nodes("g", "Robot")] == [node["id"]]
+    assert store.update_node("g", 12345, ["X"], {}) is None
+    assert audit_database(store.data_dir).ok
+
+
+def test_detach_delete_removes_relationships_and_adjacency(store):
+    a, b, c, r1, r2, r3 = _triangle(store)
+    assert store.delete_node("g", a["id"]) is True
+    assert store.delete_node("g", a["id"]) is False
+    assert store.get_relationship("g", r1["id"]) is None and store.get_relationship("g", r3["id"]) is None
+    assert [r["id"] for r in store.node_relationships("g", b["id"])] == [r2["id"]]
+    assert store.counts()["graphs"]["g"] == {"nodeCount": 2, "relationshipCount": 1}
+    report = audit_database(store.data_dir)
+    assert report.ok, report.problems
+    assert report.counted == report.recorded
+
+
+def test_graphs_create_delete_and_names(store):
+    store.create_graph("empty")
+    with pytest.raises(GraphExists):
+        store.create_graph("empty")
+    _triangle(store)
+    store.create_node("other", ["X"], {})
+    assert store.delete_graph("g") is True
+    assert store.delete_graph("g") is False
+    assert store.list_graphs() == ["empty", "other"]
+    # Recreating the name starts from nothing: no records of the old graph survive.
+    store.create_graph("g")
+    assert list(store.iter_nodes("g")) == [] and store.node_relationships("g", 1) == []
+    for bad in ("", "a\x00b"):
+        with pytest.raises(InvalidName):
+            store.create_graph(bad)
+    with pytest.raises(InvalidName):
+        store.create_node("g", ["bad\x00label"], {})
+    assert audit_database(store.data_dir).ok
+
+
+def test_data_survives_reopen(tmp_path):
+    with GraphStore(tmp_path / "d") as store:
+        a, *_ = _triangle(store)
+        before = store.counts()
+    with GraphStore(tmp_path / "d") as store:
+        assert store.counts() == before
+        assert store.get_node("g", a["id"])["properties"] == {"name": "a"}
+        # Ids continue after the last one handed out.
+        assert store.create_node("g", [], {})["id"] == 4
+
+
+def test_second_writer_is_refused_with_one_line(tmp_path):
+    with GraphStore(tmp_path / "d"):
+        with pytest.raises(StoreError) as caught:
+            GraphStore(tmp_path / "d")
+    assert "\n" not in str(caught.value) and "LOCK" in str(caught.value)
+
+
+def test_closed_store_refuses_writes(tmp_path):
+    store = GraphStore(tmp_path / "d")
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(StoreClosed):
+        store.create_graph("g")
+    with pytest.raises(StoreClosed):
+        store.get_node("g", 1)
+    with pytest.raises(StoreClosed):
+        store.create_snapshot()
+
+
+def test_snapshot_is_a_checkpoint_with_matching_stats(store):
+    _triangle(store)
+    snap = store.create_snapshot()
+    assert re.fullmatch(r"\d{8}-\d{6}(-\d+)?", snap["snapshot_id"])
+    assert snap["path"] == str(store.data_dir / "snapshots" / snap["snapshot_id"])
+    assert snap["size_bytes"] == sum(
+        os.path.getsize(os.path.join(snap["path"], f)) for f in os.listdir(snap["path"])
+    )
+    assert os.readlink(store.data_dir / "snapshots" / "latest") == snap["snapshot_id"]  # relative link
+    # Writes after the checkpoint are not in it.
+    store.create_node("g", ["Late"], {})
+    assert open_readonly_counts(snap["path"]) == snap["stats"]
+    assert snap["stats"]["nodeCount"] == 3
+    report = audit_database(snap["path"])
+    assert report.ok and report.counted == snap["stats"]
+
+
+def test_snapshots_in_the_same_second_get_unique_ids(store):
+    ids = [store.create_snapshot()["snapshot_id"] for _ in range(3)]
+    assert len(set(ids)) == 3
+    listed = store.list_snapshots()
+    assert [s["snapshot_id"] for s in listed] == ids
+    assert all(set(s) == {"snapshot_id", "path", "size_bytes", "created_at"} for s in listed)
+    assert os.readlink(store.data_dir / "snapshots" / "latest") == ids[-1]
+
+
+def test_live_size_counts_database_files_not_snapshots(store):
+    _triangle(store)
+    store.create_snapshot()
+    expected = sum(
+        entry.stat().st_size
+        for entry in os.scandir(store.data_dir)
+        if entry.is_file() and entry.name != "LOCK" and not entry.name.startswith("LOG")
+    )
+    assert live_size_bytes(store.data_dir) == expected
+    (store.data_dir / "snapshots" / "junk").write_bytes(b"x" * 100_000)
+    stats = store.storage_stats()
+    assert stats["storage"]["totalSizeBytes"] == expected
+    assert stats["storage"]["nodeCount"] == 3 and stats["graphs"] == {"g": {"nodeCount": 3, "relationshipCount": 3}}
+
+
+def test_readonly_helpers_do_not_touch_the_directory(store):
+    _triangle(store)
+    snap = store.create_snapshot()
+    listing = {name: os.stat(os.path.join(snap["path"], name)).st_mtime_ns for name in os.listdir(snap["path"])}
+    digest = content_digest(snap["path"])
+    open_readonly_counts(snap["path"])
+    audit_database(snap["path"])
+    assert content_digest(snap["path"]) == digest
+    after = {name: os.stat(os.path.join(snap["path"], name)).st_mtime_ns for name in os.listdir(snap["path"])}
+    assert after == listing
+
+
+def test_readonly_open_of_a_non_database_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="not a RocksDB database"):
+        open_readonly_counts(tmp_path)
+
+
+def test_audit_finds_half_written_relationships(store):
+    a, b, c, r1, r2, r3 = _triangle(store)
+    # Simulate a torn write (what one WriteBatch per relationship prevents).
+    store._cf["adjacency_in"].delete(adjacency_key("g", b["id"], r1["id"]))
+    store._cf["adjacency_out"].put(adjacency_key("g", c["id"], 77), b'{"type":"X","node":1}')
+    report = audit_database(store.data_dir)
+    assert not report.ok
+    assert any("no adjacency_in entry" in p for p in report.problems)
+    assert any("relationship 77 has no relationship" in p for p in report.problems)
