@@ -75,26 +75,41 @@ def ensure_base(client: docker.DockerClient) -> None:
 
 
 def emulator_site_packages() -> list[Path]:
-    """Top-level packages/modules from site-packages that importing the emulator loads."""
+    """What the emulator needs from site-packages: the distributions of the modules importing it
+    loads, plus everything those distributions require (uvicorn imports its HTTP stack lazily)."""
     code = (
         "import sys, sysconfig, json\n"
         "import qilbee_backup.emulator.__main__  # noqa\n"
         "site = sysconfig.get_paths()['purelib']\n"
-        "tops = set()\n"
-        "for m in list(sys.modules.values()):\n"
-        "    f = getattr(m, '__file__', None) or ''\n"
-        "    if f.startswith(site + '/'):\n"
-        "        tops.add(f[len(site) + 1:].split('/')[0])\n"
-        "print(json.dumps([site, sorted(tops)]))\n"
+        "tops = sorted({(getattr(m, '__file__', None) or '')[len(site) + 1:].split('/')[0]\n"
+        "               for m in list(sys.modules.values())\n"
+        "               if (getattr(m, '__file__', None) or '').startswith(site + '/')})\n"
+        "print(json.dumps([site, tops]))\n"
     )
     import json
+    from importlib import metadata
 
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO_ROOT)
     site, tops = json.loads(out.stdout)
-    paths = [Path(site) / t for t in tops]
-    # Compiled extensions ship their shared libraries in '<dist>.libs' beside the package.
-    paths += [p for p in Path(site).glob("*.libs") if p.name.split(".")[0] in {t.split(".")[0] for t in tops}]
-    return paths
+    by_module = metadata.packages_distributions()
+    todo = [d for t in tops for d in by_module.get(t.removesuffix(".py"), [])]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen or name == "qilbee-backup":
+            continue
+        seen.add(name)
+        for req in metadata.requires(name) or []:
+            if "extra ==" in req:
+                continue
+            todo.append(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0])
+    names: set[str] = set()
+    for dist in seen:
+        for f in metadata.distribution(dist).files or []:
+            top = f.parts[0]
+            if not top.endswith((".dist-info", ".pth")) and top not in ("..", "bin", "__pycache__"):
+                names.add(top)
+    return [Path(site) / n for n in sorted(names) if (Path(site) / n).exists()]
 
 
 def build_app(client: docker.DockerClient) -> str:

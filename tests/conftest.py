@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.plugins.emulator",
     "tests.plugins.s3",
     "tests.plugins.prefect",
+    "tests.plugins.docker",
 ]
