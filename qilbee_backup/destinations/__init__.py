@@ -1,0 +1,44 @@
+"""Where repositories live: one Destination interface, a class per kind of store.
+
+    dest = open_destination("s3://bucket/prefix", storage_class="STANDARD_IA")
+    dest = open_destination("/srv/backups/repo")      # or file:///srv/backups/repo
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qilbee_backup.destinations.base import Destination, ObjectInfo
+from qilbee_backup.destinations.file import FileDestination
+from qilbee_backup.destinations.s3 import S3Destination, S3Options
+from qilbee_backup.destinations.url import FileLocation, S3Location, check_key, parse_url, redact_url
+from qilbee_backup.errors import UsageError
+
+__all__ = [
+    "Destination",
+    "FileDestination",
+    "ObjectInfo",
+    "S3Destination",
+    "S3Options",
+    "check_key",
+    "open_destination",
+    "parse_url",
+    "redact_url",
+]
+
+
+def open_destination(url: str, **options: Any) -> Destination:
+    """The destination a repository URL names (see destinations.url for the forms).
+
+    options are S3Options fields. A file destination has no storage classes, encryption
+    or transfer tuning, so it accepts and ignores them: one set of options can be given
+    to every repository of a 3-2-1 setup. An unknown option name is a UsageError.
+    """
+    unknown = sorted(set(options) - S3Options.names())
+    if unknown:
+        raise UsageError(f"unknown destination option(s) {', '.join(unknown)} for {redact_url(str(url))!r}")
+    location = parse_url(url)
+    if isinstance(location, S3Location):
+        return S3Destination(location.bucket, location.prefix, S3Options(**options))
+    assert isinstance(location, FileLocation)
+    return FileDestination(location.path, url=url)

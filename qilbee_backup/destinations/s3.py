@@ -1,0 +1,364 @@
+"""A repository in an S3 bucket, under an optional prefix (boto3).
+
+Endpoint, region and credentials come from boto3's standard resolution
+(AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
+AWS_PROFILE, ~/.aws/config, instance roles...): this module never reads a secret.
+
+Transient faults (throttling, 5xx, dropped connections) are retried by botocore's
+"standard" retry mode; what remains is a one-line DestinationError naming the bucket,
+key and S3 error code (never credentials), NotFound for a missing key, IntegrityError
+for a checksum the store or the download check rejects.
+
+S3 makes each PUT atomic, and a multipart upload appears only when completed (s3transfer
+aborts it on failure), so a failed put leaves no object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import boto3
+from boto3.exceptions import Boto3Error, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    FlexibleChecksumError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from qilbee_backup.destinations.base import Destination, ObjectInfo
+from qilbee_backup.destinations.url import check_key, check_prefix, check_sha256_hex, redact_url
+from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, QilbeeBackupError, UsageError
+
+MiB = 1024 * 1024
+_PART_MIN, _PART_MAX = 5 * MiB, 5 * 1024 * MiB  # S3's limits on a part (and on a single PUT)
+_SSE_MODES = ("AES256", "aws:kms")
+_NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
+_CHECKSUM_CODES = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
+# Bodyless answers (HEAD) carry only the HTTP status as their code.
+_STATUS_NAMES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound", "412": "PreconditionFailed"}
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How objects are written and how hard to try. Every field has a working default.
+
+    endpoint_url overrides the standard resolution (tests, odd setups); leave it None to let
+    boto3 read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the config file.
+    """
+
+    storage_class: str | None = None  # e.g. "STANDARD_IA", "GLACIER_IR", "DEEP_ARCHIVE"
+    sse: str | None = None  # "AES256" | "aws:kms" | None (the bucket's default)
+    sse_kms_key_id: str | None = None  # only with sse="aws:kms"
+    max_concurrency: int = 8  # parallel parts of one large transfer
+    multipart_threshold: int = 64 * MiB  # files this size or larger go multipart
+    multipart_chunksize: int = 16 * MiB  # part size (s3transfer grows it past 10,000 parts)
+    max_attempts: int = 5  # total tries per request for transient faults
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    list_page_size: int = 1000  # keys per ListObjectsV2 page (1000 is S3's maximum)
+    endpoint_url: str | None = None
+    # Room for object lock (lock_mode, lock_days) when archives need it.
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sse not in (None, *_SSE_MODES):
+            problems.append(f"sse must be one of {_SSE_MODES} or None, not {self.sse!r}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            problems.append("sse_kms_key_id needs sse='aws:kms'")
+        if self.storage_class is not None and (not isinstance(self.storage_class, str) or not self.storage_class.isupper()):
+            problems.append(f"storage_class must be an S3 class name like 'STANDARD_IA', not {self.storage_class!r}")
+        for name, low, high in (
+            ("max_concurrency", 1, 1000),
+            ("multipart_threshold", _PART_MIN, _PART_MAX),
+            ("multipart_chunksize", _PART_MIN, _PART_MAX),
+            ("max_attempts", 1, 20),
+            ("list_page_size", 1, 1000),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                problems.append(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive number of seconds, not {value!r}")
+        if problems:
+            raise UsageError("bad S3 option: " + "; ".join(problems))
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+
+class S3Destination(Destination):
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.options = options or S3Options()
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._bucket_seen = False  # set once HeadBucket proved the bucket exists
+        opts = self.options
+        config = Config(
+            # total_max_attempts counts the first try; botocore's "max_attempts" key would count retries.
+            retries={"mode": "standard", "total_max_attempts": opts.max_attempts},
+            # Room for every part thread of a few concurrent transfers, so connections are reused.
+            max_pool_connections=max(16, 2 * opts.max_concurrency),
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+        )
+        with self._errors("connect", None):
+            # A session per destination: boto3 sessions are not thread-safe, the client made
+            # from it is, and every thread shares this one client.
+            self._client = boto3.session.Session().client("s3", endpoint_url=opts.endpoint_url, config=config)
+        self._transfer = TransferConfig(
+            multipart_threshold=opts.multipart_threshold,
+            multipart_chunksize=opts.multipart_chunksize,
+            max_concurrency=opts.max_concurrency,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Destination(url={self.url!r})"
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (thread-safe), for callers needing S3-only calls."""
+        return self._client
+
+    # -- writing --------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> None:
+        expected = check_sha256_hex(sha256)
+        full_key = self._full_key(key)
+        size = os.stat(path).st_size  # a missing source is the caller's OSError, as for files
+        if size < self.options.multipart_threshold:
+            # An error reading the source comes out as the OSError it is (botocore reads the
+            # body to hash and sign it, and urllib3 hands read errors back untouched).
+            with open(path, "rb") as source, self._errors("PutObject", key):
+                self._client.put_object(Bucket=self.bucket, Key=full_key, Body=source, **self._put_args(expected))
+        else:
+            # Parallel multipart upload. Each part carries its SHA-256, which S3 checks; a
+            # whole-object SHA-256 cannot be given for multipart, so `sha256` is not sent here.
+            with self._errors("upload", key):
+                self._client.upload_file(
+                    str(path), self.bucket, full_key, ExtraArgs=self._put_args(None), Config=self._transfer
+                )
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        data = bytes(data)
+        args = self._put_args(hashlib.sha256(data).hexdigest())
+        if if_absent:
+            args["IfNoneMatch"] = "*"  # S3 conditional write: refused with 412 if the key exists
+        for attempt in range(3):
+            try:
+                with self._errors("PutObject", key, passthrough=("PreconditionFailed", "ConditionalRequestConflict")):
+                    self._client.put_object(Bucket=self.bucket, Key=self._full_key(key), Body=data, **args)
+                return True
+            except ClientError as e:
+                code = _code(e)
+                if code == "ConditionalRequestConflict" and attempt < 2:
+                    # S3's answer while another conditional write to the key is in flight: try again.
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                if code != "PreconditionFailed":
+                    raise self._error("PutObject", key, e) from e
+                # If botocore retried, an earlier attempt may have written our object and only
+                # its answer was lost; then the 412 is about our own bytes, and we won.
+                if _retry_attempts(e) and self._holds(key, data):
+                    return True
+                return False
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return self.get_bytes(key) == data
+        except NotFound:
+            return False
+
+    def _put_args(self, sha256_hex: str | None) -> dict[str, Any]:
+        args: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}
+        if sha256_hex:
+            args["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode("ascii")
+        if self.options.storage_class:
+            args["StorageClass"] = self.options.storage_class
+        if self.options.sse:
+            args["ServerSideEncryption"] = self.options.sse
+        if self.options.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.options.sse_kms_key_id
+        return args
+
+    # -- reading --------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as reader:
+            return reader.read()
+
+    def open_read(self, key: str) -> BinaryIO:
+        with self._errors("GetObject", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full_key(key))
+        raw = _ObjectReader(response["Body"], lambda e: self._error("GetObject", key, e))
+        return io.BufferedReader(raw, buffer_size=MiB)  # type: ignore[return-value]
+
+    def get_file(self, key: str, path: Path) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # s3transfer writes a temporary file beside the target and renames it when whole.
+        with self._errors("download", key):
+            self._client.download_file(self.bucket, self._full_key(key), str(target), Config=self._transfer)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            with self._errors("HeadObject", key):
+                head = self._client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+        except NotFound:
+            return None
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"].astimezone(timezone.utc))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.options.list_page_size}
+        )
+        with self._errors("ListObjectsV2", prefix or None):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(root) :]
+                    if not key or key.endswith("/"):
+                        continue  # "folder" markers that S3 consoles create: not objects of ours
+                    yield ObjectInfo(key, item["Size"], item["LastModified"].astimezone(timezone.utc))
+
+    # -- removing -------------------------------------------------------------------
+
+    def remove(self, key: str) -> None:
+        with self._errors("DeleteObject", key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._full_key(key))
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- errors ---------------------------------------------------------------------
+
+    def _full_key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self, key: str | None) -> str:
+        """Where an error happened; key may be a partial listing prefix, so it is not re-checked."""
+        return f"{self.url}/{key}" if key else self.url
+
+    @contextmanager
+    def _errors(self, operation: str, key: str | None, passthrough: tuple[str, ...] = ()) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as e:
+            if _code(e) in passthrough:
+                raise
+            raise self._error(operation, key, e) from e
+        except (BotoCoreError, Boto3Error) as e:
+            raise self._error(operation, key, e) from e
+
+    def _error(self, operation: str, key: str | None, error: Exception) -> QilbeeBackupError:
+        """One line for a person: where, what, and S3's code; never a credential."""
+        where = self._where(key)
+        if isinstance(error, S3UploadFailedError) and isinstance(error.__context__, ClientError):
+            error = error.__context__  # boto3 flattens the S3 answer into text; use the original
+        if isinstance(error, ClientError):
+            code = _code(error)
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            message = " ".join(str(error.response.get("Error", {}).get("Message", "")).split())
+            if code == "NoSuchBucket" or (code == "NotFound" and not self._bucket_exists()):
+                return DestinationError(f"{where}: bucket {self.bucket!r} does not exist (NoSuchBucket)")
+            if code in _NOT_FOUND_CODES and key is not None:
+                return NotFound(f"{where}: no such object")
+            if code in _CHECKSUM_CODES:
+                return IntegrityError(f"{where}: {operation} refused by S3: the bytes do not match their checksum ({code})")
+            detail = f": {message}" if message else ""
+            return DestinationError(f"{where}: {operation} failed: {code} (HTTP {status}){detail}")
+        if isinstance(error, FlexibleChecksumError):
+            return IntegrityError(f"{where}: downloaded bytes do not match the checksum S3 stored")
+        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+            return DestinationError(
+                f"{where}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            )
+        if isinstance(error, BotoConnectionError):
+            endpoint = redact_url(self._client.meta.endpoint_url) if hasattr(self, "_client") else "?"
+            return DestinationError(
+                f"{where}: {operation} failed: cannot reach S3 endpoint {endpoint} "
+                f"(tried up to {self.options.max_attempts} times; {type(error).__name__})"
+            )
+        text = " ".join(str(error).split())
+        return DestinationError(f"{where}: {operation} failed: {type(error).__name__}: {text}")
+
+    def _bucket_exists(self) -> bool:
+        """HEAD answers 404 for a missing key and a missing bucket alike; ask once which it is."""
+        if self._bucket_seen:
+            return True
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if _code(e) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise self._error("HeadBucket", None, e) from e
+        except BotoCoreError as e:
+            raise self._error("HeadBucket", None, e) from e
+        self._bucket_seen = True
+        return True
+
+
+def _code(error: ClientError) -> str:
+    code = str(error.response.get("Error", {}).get("Code", "")) or str(
+        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "Unknown")
+    )
+    return _STATUS_NAMES.get(code, code)
+
+
+def _retry_attempts(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+
+
+class _ObjectReader(io.RawIOBase):
+    """An object's streaming body whose failures become our one-line errors."""
+
+    def __init__(self, body: Any, to_error: Any) -> None:
+        self._body = body
+        self._to_error = to_error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self._read(None)
+
+    def _read(self, size: int | None) -> bytes:
+        try:
+            return self._body.read(size)
+        except (BotoCoreError, ClientError) as e:
+            raise self._to_error(e) from e
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
