@@ -118,9 +118,10 @@ def _run_command(args: argparse.Namespace) -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.command == "backup":
-        from .repository_url import validate_repo_urls
+        from .destinations.url import parse_url
 
-        validate_repo_urls(args.repo)
+        for url in args.repo:
+            parse_url(url)
         if args.api_key:
             os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
         from flows.backup import backup
@@ -132,24 +133,24 @@ def _run_command(args: argparse.Namespace) -> Any:
             read_data=args.read_data, lock_wait=args.lock_wait, retention=_retention_from(args) or None,
         )
     if args.command == "list":
-        from .repository_url import validate_repo_urls
+        from .destinations.url import parse_url
 
-        validate_repo_urls([args.repo])
+        parse_url(args.repo)
         from flows.maintenance import list_backups
 
         return list_backups(repo=args.repo, kind=args.kind)
     if args.command == "verify":
-        from .repository_url import validate_repo_urls
+        from .destinations.url import parse_url
 
-        validate_repo_urls([args.repo])
+        parse_url(args.repo)
         from flows.maintenance import verify
 
         return verify(repo=args.repo, backup=args.backup, read_data=args.read_data)
     if args.command == "prune":
-        from .repository_url import validate_repo_urls
+        from .destinations.url import parse_url
         from .retention import parse_duration
 
-        validate_repo_urls([args.repo])
+        parse_url(args.repo)
         parse_duration(args.grace)
         if args.keep_within:
             parse_duration(args.keep_within)

@@ -1,0 +1,158 @@
+"""The backup pipeline's steps as plain functions (the Prefect tasks in tasks/ wrap these).
+
+copy:   scan the snapshot, find which blobs each repository lacks, compress those once into a spool;
+upload: send a repository the blobs it lacks, in parallel, then write the manifest (the commit point);
+verify: check a backup's blobs (sizes; with read_data, contents);
+prune:  retention on one series, then sweep blobs no backup references.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .archiver import HashCache, StagedBlob, scan_tree, stage_blobs
+from .checker import verify_backup
+from .manifest import FileEntry, Manifest, SourceInfo, new_backup_id
+from .repository import Repository, source_key_for
+from .retention import Policy, apply_policy, parse_duration
+
+UPLOAD_WORKERS = 8
+
+
+def open_repository(url: str, **options) -> Repository:
+    repo = Repository.open(url, **options)
+    repo.url = url  # as the operator gave it: what reports name
+    return repo
+
+
+def source_key(source_url: str) -> str:
+    """The lock name for one source: one run per source at a time, whatever the repository."""
+    return source_key_for(source_url)
+
+
+@contextmanager
+def locked(repos: list[Repository], key: str, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the source's lock in every repository; always taken in the same order (no deadlock)."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    with ExitStack() as stack:
+        for repo in sorted(repos, key=lambda r: r.url):
+            stack.enter_context(repo.lock(key, owner, wait=wait))
+        yield
+
+
+@dataclass
+class CopyResult:
+    root: Path
+    entries: list[FileEntry]
+    staged: dict[str, StagedBlob]
+    missing: dict[str, set[str]]  # repository url -> blob ids it lacks
+    present: dict[str, dict[str, int]]  # repository url -> stored size of each blob it already has
+    spool: Path
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    @property
+    def bytes_staged(self) -> int:
+        return sum(b.stored_size for b in self.staged.values())
+
+
+def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cache: HashCache | None = None) -> CopyResult:
+    if hash_cache is None:
+        with HashCache() as cache:
+            entries = scan_tree(root, hash_cache=cache)
+    else:
+        entries = scan_tree(root, hash_cache=hash_cache)
+    wanted = {e.sha256 for e in entries}
+    missing, present = {}, {}
+    for repo in repos:
+        repo.init()
+        sizes = repo.blob_sizes()  # one listing per repository
+        present[repo.url] = {sha: sizes[sha] for sha in wanted if sha in sizes}
+        missing[repo.url] = wanted - present[repo.url].keys()
+    needed = set().union(*missing.values()) if missing else set()
+    spool.mkdir(parents=True, exist_ok=True)
+    staged = stage_blobs(root, entries, needed, spool)
+    return CopyResult(root=root, entries=entries, staged=staged, missing=missing, present=present, spool=spool)
+
+
+def make_manifest(copied: CopyResult, *, kind: str, source: SourceInfo, stats: dict, now: datetime | None = None) -> Manifest:
+    """The backup's manifest; each repository's copy gets its own stored sizes at upload."""
+    now = now or datetime.now(timezone.utc)
+    return Manifest(backup_id=new_backup_id(now), kind=kind, created_at=now, source=source, stats=stats,
+                    files=copied.entries, bytes_total=copied.bytes_total)
+
+
+def _manifest_for(repo: Repository, copied: CopyResult, manifest: Manifest) -> Manifest:
+    """Stored sizes as this repository holds them (a blob compressed by another run may differ in size)."""
+    sizes = dict(copied.present.get(repo.url, {}))
+    sizes.update({sha: copied.staged[sha].stored_size for sha in copied.missing.get(repo.url, ())})
+    files = [f.model_copy(update={"stored_size": sizes.get(f.sha256)}) for f in manifest.files]
+    return manifest.model_copy(update={"files": files})
+
+
+@dataclass
+class UploadResult:
+    url: str
+    blobs_sent: int
+    bytes_uploaded: int
+    backup_id: str
+
+
+def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, workers: int = UPLOAD_WORKERS) -> UploadResult:
+    todo = sorted(copied.missing.get(repo.url, set()))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # list() re-raises the first failure; the manifest below is then never written.
+        list(pool.map(lambda sha: repo.put_blob(sha, copied.staged[sha]), todo))
+    repo.write_manifest(_manifest_for(repo, copied, manifest))
+    return UploadResult(url=repo.url, blobs_sent=len(todo),
+                        bytes_uploaded=sum(copied.staged[s].stored_size for s in todo), backup_id=manifest.backup_id)
+
+
+def verify(repo: Repository, backup_id: str, *, read_data: bool = False) -> dict:
+    manifest = repo.load(backup_id)
+    report = verify_backup(repo, manifest, read_data=read_data)
+    return {
+        "url": repo.url, "backup_id": manifest.backup_id, "ok": report.ok, "read_data": read_data,
+        "checked_files": report.checked_files, "checked_bytes": report.checked_bytes,
+        "problems": [f"{p.path}: {p.reason}" for p in report.problems],
+    }
+
+
+def policy_from(retention: dict | None) -> Policy:
+    return Policy.from_mapping(dict(retention or {}))
+
+
+def prune(repo: Repository, *, kind: str | None, retention: dict | None, grace: str = "1h", dry_run: bool = False,
+          now: datetime | None = None) -> dict:
+    """Retention per series (or the one named), then sweep blobs that no remaining backup needs."""
+    now = now or datetime.now(timezone.utc)
+    policy = policy_from(retention)
+    backups = repo.list_backups()
+    kinds = [kind] if kind else sorted({m.kind for m in backups})
+    decisions = []
+    for series in kinds:
+        members = [m for m in backups if m.kind == series]
+        for d in apply_policy(members, policy, now):
+            decisions.append({"backup_id": d.backup_id, "kind": series, "keep": d.keep, "reasons": d.reasons})
+    removed = [d["backup_id"] for d in decisions if not d["keep"]]
+    swept: list[str] = []
+    if not dry_run:
+        for backup_id in removed:
+            repo.remove_backup(backup_id)
+        referenced = {f.sha256 for m in repo.list_backups() for f in m.files}
+        swept = repo.sweep(referenced, parse_duration(grace), now)
+    return {
+        "url": repo.url, "dry_run": dry_run,
+        "kept": [{"backup_id": d["backup_id"], "kind": d["kind"], "reasons": d["reasons"]} for d in decisions if d["keep"]],
+        "removed": [{"backup_id": d["backup_id"], "kind": d["kind"]} for d in decisions if not d["keep"]],
+        "blobs_removed": len(swept),
+    }

@@ -1,0 +1,62 @@
+"""Thin Prefect tasks of the backup pipeline: retries, timeouts, logging. The work is in qilbee_backup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from qilbee_backup import pipeline
+from qilbee_backup.client import QilbeeClient
+from qilbee_backup.snapshot import TakenSnapshot, take_snapshot
+
+# Task inputs hold open clients and large file lists: never hash them for caching.
+_TASK = dict(cache_policy=NONE)
+
+
+@task(name="snapshot", timeout_seconds=1800, **_TASK)
+def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: str | None) -> TakenSnapshot:
+    logger = get_run_logger()
+    taken = take_snapshot(client, mode=mode, container=container, data_path=Path(data_path) if data_path else None)
+    logger.info("%s snapshot %s: %s (%d bytes)", taken.mode, taken.snapshot_id, taken.path, taken.size_bytes)
+    return taken
+
+
+@task(name="copy", timeout_seconds=6 * 3600, **_TASK)
+def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
+    logger = get_run_logger()
+    result = pipeline.copy_snapshot(taken.path, repos, spool)
+    logger.info("scanned %d files (%d bytes); staged %d new blobs (%d bytes compressed)",
+                len(result.entries), result.bytes_total, len(result.staged), result.bytes_staged)
+    return result
+
+
+@task(name="upload", timeout_seconds=6 * 3600, retries=2, retry_delay_seconds=[10, 60], **_TASK)
+def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult:
+    # A retry is cheap: blobs already stored are skipped, the manifest is written only at the end.
+    logger = get_run_logger()
+    result = pipeline.upload_backup(repo, copied, manifest)
+    logger.info("%s: sent %d blobs (%d bytes), manifest %s written", repo.url, result.blobs_sent, result.bytes_uploaded, manifest.backup_id)
+    return result
+
+
+@task(name="verify", timeout_seconds=6 * 3600, **_TASK)
+def verify(repo, backup_id: str, read_data: bool = False) -> dict:
+    logger = get_run_logger()
+    report = pipeline.verify(repo, backup_id, read_data=read_data)
+    if report["ok"]:
+        logger.info("%s: backup %s verified (%d files, %d bytes%s)", repo.url, backup_id, report["checked_files"],
+                    report["checked_bytes"], ", data re-hashed" if read_data else "")
+    else:
+        logger.error("%s: backup %s is damaged: %s", repo.url, backup_id, "; ".join(report["problems"][:10]))
+    return report
+
+
+@task(name="prune", timeout_seconds=3600, **_TASK)
+def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool) -> dict:
+    logger = get_run_logger()
+    result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run)
+    logger.info("%s: kept %d, removed %d backups, swept %d blobs%s", repo.url, len(result["kept"]),
+                len(result["removed"]), result["blobs_removed"], " (dry run)" if dry_run else "")
+    return result
