@@ -86,8 +86,8 @@ def take_online(client: QilbeeClient, *, data_path: Path | None = None, mounts: 
     )
 
 
-def _stats_dict(client: QilbeeClient) -> dict:
-    s = client.stats()
+def _stats_dict(client: QilbeeClient, graphs: list[str] | None = None) -> dict:
+    s = client.stats(graphs=graphs)
     return {
         "graphs": s.graphs,
         "nodeCount": s.node_count,
@@ -148,8 +148,10 @@ def take_offline_docker(
     if not host_dir.is_dir():
         raise SnapshotUnreadable(f"the /data volume of {container_name!r} is {host_dir} on the host, which is not readable here")
 
-    # Figures before the stop: the server cannot answer while it is down.
-    stats = stats_before if stats_before is not None else _safe_stats(client)
+    # Figures before the stop and again after the restart: equal means no write came between, so
+    # they describe the copy exactly; else the manifest says they are approximate.
+    names = _graph_names(client, host_dir)
+    before = stats_before if stats_before is not None else _safe_stats(client, names)
     version = _safe_version(client)
     snapshot_id = "offline-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     # Inside the data directory's snapshots/ so hard links stay on one filesystem.
@@ -167,18 +169,48 @@ def take_offline_docker(
             container.start()
             client.wait_healthy(timeout=health_timeout)
             log.info("container %s is running and healthy again", container_name)
+    after = _safe_stats(client, names or _graph_names_in(dest)) if was_running else {}
+    stats = dict(before or after)
+    if stats:
+        stats["exact"] = bool(before) and _figures(before) == _figures(after)
+        if not stats["exact"]:
+            log.warning("the database changed around the offline copy (or could not be counted before it): "
+                        "its recorded figures are approximate")
     return TakenSnapshot(
         mode="offline", path=dest, snapshot_id=snapshot_id, server_path=str(dest), size_bytes=size,
         stats=stats, server_version=version, container=container_name, cleanup_paths=[dest],
     )
 
 
-def _safe_stats(client: QilbeeClient) -> dict:
+def _safe_stats(client: QilbeeClient, graphs: list[str] | None = None) -> dict:
     try:
-        return _stats_dict(client)
+        return _stats_dict(client, graphs)
     except QilbeeBackupError as e:
-        log.warning("could not read the database's figures before the offline copy: %s", e)
+        log.warning("could not read the database's figures: %s", e)
         return {}
+
+
+def _figures(stats: dict) -> tuple:
+    return (stats.get("nodeCount"), stats.get("relationshipCount"),
+            {g: v.get("nodeCount") for g, v in (stats.get("graphs") or {}).items()})
+
+
+def _graph_names(client: QilbeeClient, data_dir: Path) -> list[str] | None:
+    """Graph names from GET /graphs, else from the data directory's own ``meta`` key (read-only)."""
+    try:
+        return client.list_graphs()
+    except QilbeeBackupError:
+        return _graph_names_in(data_dir)
+
+
+def _graph_names_in(data_dir: Path) -> list[str] | None:
+    from .emulator.store import StoreError, read_graph_names
+
+    try:
+        return read_graph_names(data_dir)
+    except (StoreError, OSError, ValueError) as e:
+        log.warning("could not read the graph names from %s: %s", data_dir, e)
+        return None
 
 
 def _safe_version(client: QilbeeClient) -> str | None:

@@ -652,6 +652,16 @@ def _read_counters(db: Rdict) -> dict[str, GraphCounters]:
     return counters
 
 
+def read_graph_names(path: str | os.PathLike[str]) -> list[str]:
+    """The graph names a QilbeeDB data directory records (``meta`` key ``graphs``), opened read-only.
+
+    The backup tool uses this to count through the graph routes when a server has no ``GET /graphs``.
+    """
+    with open_readonly(path) as db:
+        raw = db.get_column_family("meta").get(GRAPHS_KEY)
+    return list(json.loads(raw)) if raw else []
+
+
 def open_readonly_counts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The figures a database records for itself (its ``meta`` counters), opened read-only.
 
