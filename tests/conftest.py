@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.plugins.s3",
     "tests.plugins.prefect",
     "tests.plugins.docker",
+    "tests.plugins.throttle",
 ]
