@@ -151,7 +151,9 @@ def _run_command(args: argparse.Namespace) -> Any:
         from .retention import parse_duration
 
         parse_url(args.repo)
-        parse_duration(args.grace)
+        from .pipeline import parse_grace
+
+        parse_grace(args.grace)
         if args.keep_within:
             parse_duration(args.keep_within)
         from flows.maintenance import prune

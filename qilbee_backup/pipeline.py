@@ -127,6 +127,13 @@ def verify(repo: Repository, backup_id: str, *, read_data: bool = False) -> dict
     }
 
 
+def parse_grace(text: str):
+    """The sweep's grace period: a duration like 1h or 2d, or 0 for none (only when nothing else writes)."""
+    if str(text).strip() in ("0", "0h", "0d"):
+        return timedelta(0)
+    return parse_duration(text)
+
+
 def policy_from(retention: dict | None) -> Policy:
     return Policy.from_mapping(dict(retention or {}))
 
@@ -149,7 +156,7 @@ def prune(repo: Repository, *, kind: str | None, retention: dict | None, grace: 
         for backup_id in removed:
             repo.remove_backup(backup_id)
         referenced = {f.sha256 for m in repo.list_backups() for f in m.files}
-        swept = repo.sweep(referenced, parse_duration(grace), now)
+        swept = repo.sweep(referenced, parse_grace(grace), now)
     return {
         "url": repo.url, "dry_run": dry_run,
         "kept": [{"backup_id": d["backup_id"], "kind": d["kind"], "reasons": d["reasons"]} for d in decisions if d["keep"]],
