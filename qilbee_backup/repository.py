@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from .archiver import HashCache, StagedBlob, scan_tree, stage_one
+from .archiver import DEFAULT_LEVEL, HashCache, StagedBlob, scan_tree, stage_one
 from .destinations.base import Destination, ObjectInfo
 from .errors import IntegrityError, LockedError, NotFound, QilbeeBackupError, UsageError
 from .manifest import KIND_RE, SHA256_RE, Manifest, SourceInfo, new_backup_id, parse_backup_id
@@ -404,7 +404,7 @@ def backup_directory(
     follow_root_symlink: bool = False,
     workers: int = 2,
     upload_workers: int = 4,
-    level: int = 3,
+    level: int = DEFAULT_LEVEL,
     on_upload: Callable[[Repository, str, int], None] | None = None,
 ) -> Manifest:
     """Scan root, upload to each repository the blobs it lacks, then commit a manifest in each.
