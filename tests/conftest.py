@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.plugins.prefect",
     "tests.plugins.docker",
     "tests.plugins.throttle",
+    "tests.plugins.bind",
 ]
