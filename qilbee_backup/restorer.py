@@ -1,0 +1,602 @@
+"""Restoring a backup into a data directory (restic's ``restorer``, pgBackRest's ``restore``).
+
+Each content the backup names is fetched once (one streaming GET per blob, no ranged reads),
+decompressed as it streams into the first file that holds it while its SHA-256 and size are
+checked against the manifest, then copied in the kernel to any other file with the same content. A small thread pool overlaps network, decompression, hashing
+and disk across files (hashlib, zstd and file I/O release the GIL). Memory stays flat: 1 MiB
+buffers, never a whole file.
+
+Everything is written into ``.<name>.qilbee-restore-<backup_id>`` beside the target (same
+filesystem), every file and directory fsynced, then renamed into place, so the target is either
+untouched or holds the whole, checked backup. Any failure removes the temporary directory and
+raises one line naming the backup and the file.
+
+A target that already holds data is replaced only when asked (``replace_existing=True``), in two
+phases: the old directory is renamed aside to ``.<name>.qilbee-previous-<backup_id>`` and kept
+until ``Swap.commit()`` (after the restored instance passed its checks) or put back by
+``Swap.rollback()``. While such a directory exists beside the target (a swap not yet decided, or a
+process that died between the two renames) every restore into the target refuses and names it:
+a person decides, nothing is deleted.
+
+One restore per target at a time: ``.<name>.qilbee-restore.lock`` beside the target is flock()ed
+for the run (and for commit/rollback); the empty lock file is left in place on purpose (deleting
+lock files races). Under that lock, temporary and discard directories left by a killed run are
+known garbage (they only ever hold copies) and are removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import stat
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+from .archiver import decompress_stream
+from .errors import DestinationError, IntegrityError, LockedError, QilbeeBackupError, UsageError
+from .manifest import BACKUP_ID_RE, SHA256_RE, FileEntry, Manifest, check_relative_path
+from .repository import Repository, blob_key
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+FETCH_ATTEMPTS = 3  # per blob, for transient destination failures (a dropped connection mid-stream)
+_RETRY_PAUSE = 0.5
+# Special bits are never restored: a data directory needs none, and a tampered repository must
+# not be able to plant a setuid file on a host restoring as root.
+_MODE_MASK = 0o777
+_RESTORE_INFIX = ".qilbee-restore-"
+_PREVIOUS_INFIX = ".qilbee-previous-"
+_DISCARD_INFIX = ".qilbee-discard-"
+_LOCK_SUFFIX = ".qilbee-restore.lock"
+
+Progress = Callable[[int, int], None]
+
+
+class RestoreBlocked(UsageError):
+    """The target's state needs a person: it holds data, or an earlier swap was never decided."""
+
+
+class _Cancelled(Exception):
+    """Another worker failed; this one stops writing."""
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Swap:
+    """A restored tree in place of older data that is kept aside until someone decides.
+
+    commit(): the restored instance passed its checks; delete the old data.
+    rollback(): remove the restored tree and put the old data back exactly as it was.
+    """
+
+    target: Path
+    previous: Path  # the old data directory, renamed aside
+    backup_id: str
+    state: str = "pending"  # "pending" | "committed" | "rolled_back"
+
+    def commit(self) -> None:
+        if self.state == "committed":
+            return
+        if self.state == "rolled_back":
+            raise UsageError(f"the swap of {self.target} was rolled back; there is nothing to commit")
+        with _target_lock(self.target):
+            if not self.target.is_dir():
+                raise QilbeeBackupError(
+                    f"refusing to commit the swap: {self.target} is not a directory; the previous data stays in {self.previous}"
+                )
+            if os.path.lexists(self.previous):
+                # Renamed first, so a crash mid-delete leaves a discard directory (garbage by
+                # name) rather than a half-deleted "previous" that looks like real data.
+                discard = _sibling(self.target, _DISCARD_INFIX, self.backup_id)
+                _remove_tree(discard)
+                os.rename(self.previous, discard)
+                _fsync_directory(self.target.parent)
+                _remove_tree(discard)
+        self.state = "committed"
+        log.info("swap of %s committed: previous data deleted", self.target)
+
+    def rollback(self) -> None:
+        if self.state == "rolled_back":
+            return
+        if self.state == "committed":
+            raise UsageError(f"the swap of {self.target} was committed; the previous data is gone")
+        with _target_lock(self.target):
+            if not self.previous.is_dir() or self.previous.is_symlink():
+                raise QilbeeBackupError(f"cannot roll back the swap of {self.target}: {self.previous} is gone")
+            discard = None
+            if os.path.lexists(self.target):
+                discard = _sibling(self.target, _DISCARD_INFIX, self.backup_id)
+                _remove_tree(discard)
+                os.rename(self.target, discard)
+            os.rename(self.previous, self.target)
+            _fsync_directory(self.target.parent)
+            if discard is not None:
+                _remove_tree(discard)
+        self.state = "rolled_back"
+        log.info("swap of %s rolled back: previous data is in place again", self.target)
+
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    target: Path
+    files: int
+    bytes: int  # content bytes written (every file, duplicates included)
+    bytes_downloaded: int  # stored (compressed) bytes read from the repository
+    duration_s: float
+    swap: Swap | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the CLI's --json)."""
+        return {
+            "backup_id": self.backup_id,
+            "target": str(self.target),
+            "files": self.files,
+            "bytes": self.bytes,
+            "bytes_downloaded": self.bytes_downloaded,
+            "duration_s": round(self.duration_s, 3),
+            "swap": None if self.swap is None else {"previous": str(self.swap.previous), "state": self.swap.state},
+        }
+
+
+def pending_swaps(target: Path) -> list[Swap]:
+    """Swaps into target never committed or rolled back (old data still aside), e.g. after a crash.
+
+    A person (or a flow that knows the restored instance's health) decides with commit()/rollback();
+    rollback() also works when the crash came between the two renames and the target is missing.
+    """
+    target = _absolute(target)
+    prefix = f".{target.name}{_PREVIOUS_INFIX}"
+    return [
+        Swap(target, target.parent / name, name[len(prefix):])
+        for name in _siblings_starting(target, prefix)
+    ]
+
+
+# -- the restore -----------------------------------------------------------------------------
+
+
+def restore_backup(
+    repo: Repository,
+    manifest: Manifest,
+    target: Path,
+    *,
+    workers: int = 4,
+    replace_existing: bool = False,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore ``manifest``'s backup from ``repo`` into the directory ``target``.
+
+    target may be missing or an empty directory; one that holds data is refused (RestoreBlocked)
+    unless replace_existing, which swaps it aside and returns the Swap to commit or roll back.
+    progress(files_done, bytes_done) is called from the worker threads, one call at a time.
+    Raises IntegrityError for unsafe paths and content that does not match the manifest, NotFound
+    for a missing blob, DestinationError for a store that keeps failing, LockedError when another
+    restore into target runs; the target is then untouched.
+    """
+    started = time.monotonic()
+    target = _absolute(target)
+    backup_id = str(manifest.backup_id)
+    groups = _plan(manifest)
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, not {workers}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _target_lock(target):
+        _refuse_pending_swaps(target)
+        _check_target(target, replace_existing)
+        _clear_garbage(target)
+        temp = _sibling(target, _RESTORE_INFIX, backup_id)
+        os.mkdir(temp, 0o700)  # private until complete; given the final mode just before the rename
+        try:
+            downloaded = _fill(repo, backup_id, groups, temp, workers, progress)
+            _fsync_tree(temp, groups)
+            swap = _put_in_place(temp, target, backup_id, replace_existing)
+        except BaseException:
+            _remove_tree(temp)
+            raise
+    files = sum(len(entries) for entries in groups.values())
+    total = sum(entries[0].size * len(entries) for entries in groups.values())
+    result = RestoreResult(backup_id, target, files, total, downloaded, time.monotonic() - started, swap)
+    log.info(
+        "restored backup %s into %s: %d files, %d bytes (%d downloaded) in %.1fs%s",
+        backup_id, target, files, total, downloaded, result.duration_s,
+        f"; previous data kept in {swap.previous} until the swap is committed" if swap else "",
+    )
+    return result
+
+
+def _plan(manifest: Manifest) -> dict[str, list[FileEntry]]:
+    """Files grouped by content, largest first (so the pool ends evenly). Re-checks what
+    Manifest validation checks: a manifest built or altered without it must not escape the target."""
+    backup_id = manifest.backup_id
+    if not isinstance(backup_id, str) or not BACKUP_ID_RE.fullmatch(backup_id):
+        raise IntegrityError(f"refusing to restore: malformed backup id {backup_id!r}")
+    files = list(manifest.files)
+    if not files:
+        raise IntegrityError(f"refusing to restore backup {backup_id}: it names no files")
+    groups: dict[str, list[FileEntry]] = {}
+    paths: set[str] = set()
+    directories: set[str] = set()
+    for entry in files:
+        path = _safe_path(backup_id, entry.path)
+        if path in paths:
+            raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} appears twice")
+        paths.add(path)
+        parts = path.split("/")
+        directories.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        if not isinstance(entry.sha256, str) or not SHA256_RE.fullmatch(entry.sha256):
+            raise IntegrityError(f"refusing to restore backup {backup_id}: {path!r} has a malformed SHA-256")
+        if not isinstance(entry.size, int) or entry.size < 0 or not isinstance(entry.mode, int) or not 0 <= entry.mode <= 0o7777:
+            raise IntegrityError(f"refusing to restore backup {backup_id}: {path!r} has a bad size or mode")
+        group = groups.setdefault(entry.sha256, [])
+        if group and group[0].size != entry.size:
+            raise IntegrityError(
+                f"refusing to restore backup {backup_id}: {path!r} and {group[0].path!r} share a SHA-256 but not a size"
+            )
+        group.append(entry)
+    clash = sorted(paths & directories)
+    if clash:
+        raise IntegrityError(f"refusing to restore backup {backup_id}: {clash[0]!r} is both a file and a directory")
+    return dict(sorted(groups.items(), key=lambda item: (-item[1][0].size, item[1][0].path)))
+
+
+def _safe_path(backup_id: str, path: object) -> str:
+    if not isinstance(path, str):
+        raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} is not text")
+    try:
+        normal = check_relative_path(path)
+    except ValueError as exc:
+        raise IntegrityError(f"refusing to restore backup {backup_id}: {exc}") from None
+    root = "/qilbee-restore-root"
+    if normal != path or not os.path.normpath(os.path.join(root, path)).startswith(root + "/"):
+        raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} would leave the target")
+    return path
+
+
+# -- fetching and writing --------------------------------------------------------------------
+
+
+def _fill(
+    repo: Repository,
+    backup_id: str,
+    groups: dict[str, list[FileEntry]],
+    temp: Path,
+    workers: int,
+    progress: Progress | None,
+) -> int:
+    """Fetch every content into temp; return the stored bytes downloaded. First failure wins."""
+    root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    cancelled = threading.Event()
+    lock = threading.Lock()
+    done = {"files": 0, "bytes": 0, "downloaded": 0}
+
+    def restore_one(sha: str, entries: list[FileEntry]) -> None:
+        if cancelled.is_set():
+            return
+        at = [entries[0].path]  # the file being written, for the error message
+        try:
+            downloaded = _restore_content(repo, root_fd, sha, entries, cancelled, at)
+        except _Cancelled:
+            return
+        except Exception as exc:
+            cancelled.set()
+            raise _failure(backup_id, at[0], exc) from exc
+        except BaseException:
+            cancelled.set()
+            raise
+        with lock:
+            done["files"] += len(entries)
+            done["bytes"] += entries[0].size * len(entries)
+            done["downloaded"] += downloaded
+            if progress is not None:
+                progress(done["files"], done["bytes"])
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qilbee-restore")
+    try:
+        futures = [pool.submit(restore_one, sha, entries) for sha, entries in groups.items()]
+        finished, _ = wait_futures(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:  # the first failure in submission order among those that failed
+            if future in finished and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+    except BaseException:
+        cancelled.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        os.close(root_fd)
+    return done["downloaded"]
+
+
+def _failure(backup_id: str, path: str, exc: Exception) -> QilbeeBackupError:
+    """One line naming the backup and the file, keeping the error's class (its exit code)."""
+    where = f"restore of backup {backup_id} failed at {path}"
+    if isinstance(exc, QilbeeBackupError):
+        return type(exc)(f"{where}: {exc}")
+    if isinstance(exc, OSError):
+        return QilbeeBackupError(f"{where}: writing failed: {exc.strerror or type(exc).__name__} (errno {exc.errno})")
+    return QilbeeBackupError(f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+def _restore_content(
+    repo: Repository, root_fd: int, sha: str, entries: list[FileEntry], cancelled: threading.Event, at: list[str]
+) -> int:
+    """Stream one blob into the first file holding its content, checked, then copy that file to the
+    others (one GET per content; two open files at most, however many files share it).
+    Returns the stored bytes read."""
+    first, expected = entries[0], entries[0].size
+    with os.fdopen(_create_file(root_fd, first.path), "w+b", buffering=0) as out:
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            writer = _LimitedWriter(out, expected, cancelled)
+            try:
+                with repo.dest.open_read(blob_key(sha)) as raw:
+                    reader = _CountingReader(raw)
+                    got_sha, got_size = decompress_stream(reader, writer)
+                break
+            except DestinationError as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise
+                log.warning("blob %s: attempt %d of %d failed (%s); fetching it again", sha, attempt, FETCH_ATTEMPTS, exc)
+                out.seek(0)
+                out.truncate()
+                time.sleep(_RETRY_PAUSE * attempt)
+        if got_size != expected:
+            raise IntegrityError(f"content is {got_size} bytes, the manifest says {expected}")
+        if got_sha != sha:
+            raise IntegrityError(f"content hashes to {got_sha}, the manifest says {sha}")
+        _finish(out.fileno(), first.mode)
+        for other in entries[1:]:
+            if cancelled.is_set():
+                raise _Cancelled()
+            at[0] = other.path
+            with os.fdopen(_create_file(root_fd, other.path), "wb", buffering=0) as copy:
+                _copy_file(out.fileno(), copy.fileno(), expected)
+                _finish(copy.fileno(), other.mode)
+    return reader.size
+
+
+def _finish(fd: int, mode: int) -> None:
+    os.fchmod(fd, mode & _MODE_MASK)
+    os.fsync(fd)
+
+
+def _copy_file(src_fd: int, dst_fd: int, size: int) -> None:
+    """Copy a whole file in the kernel (copy_file_range: no data through Python; reflinks where the
+    filesystem can), falling back to a 1 MiB read/write loop."""
+    offset = 0
+    try:
+        while offset < size:
+            n = os.copy_file_range(src_fd, dst_fd, min(size - offset, 64 * CHUNK), offset, offset)
+            if n == 0:
+                break
+            offset += n
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        while offset < size:
+            data = os.pread(src_fd, min(CHUNK, size - offset), offset)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.pwrite(dst_fd, view, offset + len(data) - len(view)):]
+            offset += len(data)
+    if offset != size:
+        raise IntegrityError(f"copying a restored file stopped at {offset} of {size} bytes")
+
+
+class _CountingReader:
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.size += len(data)
+        return data
+
+
+class _LimitedWriter:
+    """Writes through to a file; stops at once when the content outgrows the manifest's size (a
+    damaged or hostile blob must not fill the disk) or when another worker has failed."""
+
+    def __init__(self, out: BinaryIO, limit: int, cancelled: threading.Event) -> None:
+        self._out = out
+        self._limit = limit
+        self._cancelled = cancelled
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        if self._cancelled.is_set():
+            raise _Cancelled()
+        self.size += len(data)
+        if self.size > self._limit:
+            raise IntegrityError(f"content is larger than the manifest's {self._limit} bytes")
+        view = memoryview(data)
+        while view:  # raw FileIO may write less than asked
+            view = view[self._out.write(view):]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _create_file(root_fd: int, path: str) -> int:
+    """A new file at path under root_fd, creating parents; never through a symlink or out of root."""
+    *parents, name = path.split("/")
+    dir_fd = os.dup(root_fd)
+    try:
+        for i, part in enumerate(parents):
+            try:
+                os.mkdir(part, 0o777, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise IntegrityError(
+                        f"refusing to write {path!r}: {'/'.join(parents[:i + 1])!r} is a symlink or not a directory"
+                    ) from None
+                raise
+            os.close(dir_fd)
+            dir_fd = next_fd
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # read back for copies
+        try:
+            return os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            raise IntegrityError(f"refusing to write {path!r}: something is already there") from None
+    finally:
+        os.close(dir_fd)
+
+
+def _fsync_tree(temp: Path, groups: dict[str, list[FileEntry]]) -> None:
+    """fsync every directory of the restored tree, deepest first, so each file's name is durable."""
+    directories = {""}
+    for entries in groups.values():
+        for entry in entries:
+            parts = entry.path.split("/")
+            directories.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    for directory in sorted(directories, key=lambda d: (-d.count("/"), -len(d), d)):
+        _fsync_directory(temp / directory if directory else temp)
+
+
+# -- the target ------------------------------------------------------------------------------
+
+
+def _absolute(target: Path | str) -> Path:
+    path = Path(os.path.abspath(target))
+    if not path.name:
+        raise UsageError(f"cannot restore into {path}: give a directory below the filesystem root")
+    return path.parent.resolve() / path.name
+
+
+def _sibling(target: Path, infix: str, backup_id: str) -> Path:
+    return target.parent / f".{target.name}{infix}{backup_id}"
+
+
+def _siblings_starting(target: Path, prefix: str) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(target.parent) if name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+@contextmanager
+def _target_lock(target: Path) -> Iterator[None]:
+    lock_path = target.parent / f".{target.name}{_LOCK_SUFFIX}"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"another restore into {target} is running (it holds {lock_path})") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _refuse_pending_swaps(target: Path) -> None:
+    pending = pending_swaps(target)
+    if pending:
+        raise RestoreBlocked(
+            f"{pending[0].previous} holds the data {target} had before an earlier restore, and that swap was never "
+            f"committed or rolled back (or the run died between its renames); decide which data to keep "
+            f"(rollback puts it back, commit deletes it) before restoring into {target} again"
+        )
+
+
+def _holds_data(target: Path) -> bool:
+    with os.scandir(target) as entries:
+        return any(True for _ in entries)
+
+
+def _check_target(target: Path, replace_existing: bool) -> None:
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink():
+        raise UsageError(f"target {target} is a symlink; restore into the directory it points at")
+    if not target.is_dir():
+        raise UsageError(f"target {target} exists and is not a directory")
+    if os.path.ismount(target):
+        raise UsageError(f"target {target} is a mount point; restore into a directory inside it (renames cannot cross it)")
+    if not replace_existing and _holds_data(target):
+        raise RestoreBlocked(
+            f"target {target} holds data; restore into an empty or new directory, or replace it "
+            f"(replace_existing: the old data is kept aside until the swap is committed)"
+        )
+
+
+def _clear_garbage(target: Path) -> None:
+    """Temporary and discard directories of killed runs: they only ever hold copies."""
+    for infix in (_RESTORE_INFIX, _DISCARD_INFIX):
+        for name in _siblings_starting(target, f".{target.name}{infix}"):
+            log.warning("removing %s, left by an interrupted restore", target.parent / name)
+            _remove_tree(target.parent / name)
+
+
+def _put_in_place(temp: Path, target: Path, backup_id: str, replace_existing: bool) -> Swap | None:
+    """Rename the finished tree to target; move data already there aside first when allowed."""
+    _check_target(target, replace_existing)  # again: something may have written there meanwhile
+    if os.path.isdir(target) and _holds_data(target):
+        os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
+        previous = _sibling(target, _PREVIOUS_INFIX, backup_id)
+        os.rename(target, previous)
+        _fsync_directory(target.parent)
+        try:
+            os.rename(temp, target)
+        except BaseException:
+            os.rename(previous, target)
+            _fsync_directory(target.parent)
+            raise
+        _fsync_directory(target.parent)
+        return Swap(target, previous, backup_id)
+    if os.path.isdir(target):
+        os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
+    else:
+        os.chmod(temp, 0o777 & ~_umask())
+    try:
+        os.rename(temp, target)  # atomically replaces an empty directory
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise RestoreBlocked(f"target {target} received data while the restore ran; not replacing it") from None
+        raise
+    _fsync_directory(target.parent)
+    return None
+
+
+def _umask() -> int:
+    """The process umask, read from /proc (os.umask can only read it by changing it, process-wide)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_tree(path: Path) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
