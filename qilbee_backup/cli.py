@@ -15,9 +15,11 @@ import os
 import sys
 from typing import Any, Sequence
 
+from .destinations.url import parse_url
 from .errors import QilbeeBackupError, UsageError
 
 API_KEY_ENV = "QILBEE_API_KEY"
+TSIG_ENV = "QILBEE_TSIG_SECRET"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +100,51 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--grace", default="1h", metavar="DURATION", help="spare unreferenced blobs younger than this (a backup may be in flight)")
     pr.add_argument("--dry-run", action="store_true", help="say what would be kept and removed, change nothing")
     _add_json(pr)
+
+    rs = sub.add_parser("restore", help="restore a backup into a data directory, checked file by file")
+    _add_repo(rs)
+    rs.add_argument("--backup", default="latest", metavar="ID", help="a backup id or 'latest' (default)")
+    rs.add_argument("--kind", help="with latest: the newest of this series")
+    rs.add_argument("--data-dir", required=True, metavar="DIR", help="where to restore (missing or empty, or see --replace)")
+    rs.add_argument("--replace", action="store_true", help="DIR holds data: move it aside, put it back if the restore fails its checks")
+    rs.add_argument("--container", metavar="NAME", help="the Docker container using DIR: stopped, restored, started and checked")
+    rs.add_argument("--source", metavar="URL", help="the container's URL for the check (default http://127.0.0.1:7474)")
+    rs.add_argument("--server-cmd", metavar="CMD", help="server to check the restored data with ({data_dir}, {port}, {host}); default: the emulator")
+    rs.add_argument("--no-check", action="store_true", help="skip starting a server on the restored data to compare its figures")
+    _add_json(rs)
+
+    for name, helptext in (("dr", "disaster recovery: provision → restore → integrity check → DNS switch → resume"),
+                           ("drill", "restore drill: the same on a throwaway instance, always torn down")):
+        d = sub.add_parser(name, help=helptext)
+        _add_repo(d)
+        d.add_argument("--provider", choices=("process", "docker"), default="process")
+        d.add_argument("--backup", metavar="ID", help="a backup id (default: the newest that passes a quick verify)")
+        d.add_argument("--kind", help="choose among this series only")
+        d.add_argument("--server-cmd", metavar="CMD", help="process provider: the server command ({data_dir}, {port}, {host}); default: the emulator")
+        d.add_argument("--image", default="qilbeedb/qilbeedb:latest", help="docker provider: the image")
+        d.add_argument("--network", choices=("bridge", "host"), default="bridge", help="docker provider: published port or host networking")
+        d.add_argument("--container-command", metavar="ARGS", help="docker provider: the container's arguments ({port}, {host}, {data_dir})")
+        d.add_argument("--rto-target", type=float, default=3600, metavar="SECONDS")
+        d.add_argument("--rpo-target", type=float, default=86400, metavar="SECONDS")
+        d.add_argument("--health-timeout", type=float, default=120, metavar="SECONDS")
+        if name == "dr":
+            d.add_argument("--data-root", default="./qilbee-dr", metavar="DIR", help="the new instance's data directory goes under here")
+            d.add_argument("--port", type=int, help="the new instance's port (default: a free one)")
+            d.add_argument("--dns", choices=("hosts", "route53", "rfc2136"), help="switch this DNS provider's record to the new instance")
+            d.add_argument("--record", metavar="FQDN", help="the DNS name to switch")
+            d.add_argument("--address", default="127.0.0.1", help="the address the record gets (the new instance's host)")
+            d.add_argument("--ttl", type=int, default=60)
+            d.add_argument("--hosts-file", metavar="PATH", help="hosts provider: the file (default /etc/hosts)")
+            d.add_argument("--zone-id", help="route53: the hosted zone id (default: found from the record)")
+            d.add_argument("--zone-name", help="route53: the hosted zone name")
+            d.add_argument("--dns-server", metavar="HOST", help="rfc2136: the primary server's address")
+            d.add_argument("--dns-port", type=int, help="rfc2136: its port (default 53)")
+            d.add_argument("--dns-zone", metavar="ZONE", help="rfc2136: the zone to update")
+            d.add_argument("--tsig-key-name", metavar="NAME", help="rfc2136: the TSIG key's name")
+            d.add_argument("--tsig-secret", metavar="BASE64", help=f"rfc2136: the TSIG secret (or set {TSIG_ENV})")
+            d.add_argument("--tsig-algorithm", default=None, help="rfc2136: e.g. hmac-sha256 (default)")
+            d.add_argument("--approve", action="store_true", help="pause for a person to approve the DNS switch in the Prefect UI")
+        _add_json(d)
     return parser
 
 
@@ -118,8 +165,6 @@ def _run_command(args: argparse.Namespace) -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.command == "backup":
-        from .destinations.url import parse_url
-
         for url in args.repo:
             parse_url(url)
         if args.api_key:
@@ -133,21 +178,16 @@ def _run_command(args: argparse.Namespace) -> Any:
             read_data=args.read_data, lock_wait=args.lock_wait, retention=_retention_from(args) or None,
         )
     if args.command == "list":
-        from .destinations.url import parse_url
-
         parse_url(args.repo)
         from flows.maintenance import list_backups
 
         return list_backups(repo=args.repo, kind=args.kind)
     if args.command == "verify":
-        from .destinations.url import parse_url
-
         parse_url(args.repo)
         from flows.maintenance import verify
 
         return verify(repo=args.repo, backup=args.backup, read_data=args.read_data)
     if args.command == "prune":
-        from .destinations.url import parse_url
         from .retention import parse_duration
 
         parse_url(args.repo)
@@ -159,6 +199,32 @@ def _run_command(args: argparse.Namespace) -> Any:
         from flows.maintenance import prune
 
         return prune(repo=args.repo, kind=args.kind, retention=_retention_from(args), grace=args.grace, dry_run=args.dry_run)
+    if args.command == "restore":
+        parse_url(args.repo)
+        from flows.restore import restore
+
+        return restore(repo=args.repo, data_dir=args.data_dir, backup=args.backup, kind=args.kind, replace=args.replace,
+                       container=args.container, source=args.source, server_cmd=args.server_cmd, check=not args.no_check)
+    if args.command in ("dr", "drill"):
+        parse_url(args.repo)
+        common = dict(repo=args.repo, provider=args.provider, backup=args.backup, kind=args.kind, server_cmd=args.server_cmd,
+                      image=args.image, network=args.network, container_command=args.container_command,
+                      rto_target_s=args.rto_target, rpo_target_s=args.rpo_target, health_timeout=args.health_timeout)
+        if args.command == "drill":
+            from flows.drill import drill
+
+            return drill(**common)
+        if args.dns and not args.record:
+            raise UsageError("--dns needs --record FQDN")
+        if args.tsig_secret:
+            os.environ[TSIG_ENV] = args.tsig_secret  # to the flow through the environment, not its parameters
+        from flows.disaster_recovery import disaster_recovery
+
+        return disaster_recovery(
+            **common, data_root=args.data_root, port=args.port, dns=args.dns, record=args.record, address=args.address,
+            ttl=args.ttl, hosts_file=args.hosts_file, zone_id=args.zone_id, zone_name=args.zone_name,
+            dns_server=args.dns_server, dns_port=args.dns_port, dns_zone=args.dns_zone, tsig_key_name=args.tsig_key_name,
+            tsig_algorithm=args.tsig_algorithm, tsig_secret_env=TSIG_ENV, approve=args.approve)
     raise UsageError(f"unknown command {args.command!r}")
 
 

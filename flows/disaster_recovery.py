@@ -1,0 +1,159 @@
+"""The guide's disaster recovery: provision → restore → verify data integrity → update DNS → resume.
+
+Every step is timed; the result reports RTO (trigger to DNS switched) and RPO (age of the restored
+backup at the trigger) against their targets. An integrity mismatch stops the run before DNS is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.events import emit_event
+from prefect.input import RunInput
+
+from qilbee_backup import pipeline, recovery
+from qilbee_backup.report import recovery_markdown
+from tasks import recovery as steps
+from tasks.artifacts import publish_markdown
+
+
+class SwitchApproval(RunInput):
+    """Shown in the Prefect UI before the DNS switch."""
+
+    approve: bool = True
+    note: str = ""
+
+
+class StepClock:
+    """Times each step of the runbook, so the report shows where the recovery time went."""
+
+    def __init__(self) -> None:
+        self.trigger = recovery.utcnow()
+        self._t0 = time.monotonic()
+        self.steps: list[dict[str, Any]] = []
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.steps.append({"name": name, "duration_s": round(time.monotonic() - start, 3)})
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
+
+
+def provisioner_options(provider: str, server_cmd: str | None, image: str | None, network: str | None,
+                        container_command: str | None, health_timeout: float) -> dict:
+    if provider == "process":
+        return {"server_cmd": server_cmd, "health_timeout": health_timeout}
+    return {"image": image, "network": network, "command": container_command, "health_timeout": health_timeout}
+
+
+def dns_options(dns: str, hosts_file: str | None, zone_id: str | None, zone_name: str | None, dns_server: str | None,
+                dns_port: int | None, dns_zone: str | None, tsig_key_name: str | None, tsig_algorithm: str | None) -> dict:
+    if dns == "hosts":
+        return {"path": hosts_file}
+    if dns == "route53":
+        return {"zone_id": zone_id, "zone_name": zone_name}
+    return {"server": dns_server, "port": dns_port, "zone": dns_zone, "key_name": tsig_key_name, "key_algorithm": tsig_algorithm}
+
+
+def targets_report(result: dict) -> list[str]:
+    """Warnings for missed targets, also sent as Prefect events an automation can act on."""
+    missed = []
+    for what in ("rto", "rpo"):
+        value, target = result.get(f"{what}_s"), result.get(f"{what}_target_s")
+        if value is not None and target is not None and value > target:
+            missed.append(f"{what.upper()} {value:.0f} s missed its target of {target:.0f} s")
+            emit_event(event=f"qilbee.recovery.{what}-missed",
+                       resource={"prefect.resource.id": f"qilbee.backup.{result['backup_id']}"},
+                       payload={"value_s": value, "target_s": target, "kind": result.get("kind")})
+    return missed
+
+
+@flow(name="disaster-recovery")
+def disaster_recovery(
+    repo: str,
+    provider: str = "process",
+    backup: str | None = None,
+    kind: str | None = None,
+    data_root: str = "./qilbee-dr",
+    port: int | None = None,
+    server_cmd: str | None = None,
+    image: str | None = "qilbeedb/qilbeedb:latest",
+    network: str | None = "bridge",
+    container_command: str | None = None,
+    dns: str | None = None,
+    record: str | None = None,
+    address: str = "127.0.0.1",
+    ttl: int = 60,
+    hosts_file: str | None = None,
+    zone_id: str | None = None,
+    zone_name: str | None = None,
+    dns_server: str | None = None,
+    dns_port: int | None = None,
+    dns_zone: str | None = None,
+    tsig_key_name: str | None = None,
+    tsig_algorithm: str | None = None,
+    tsig_secret_env: str | None = "QILBEE_TSIG_SECRET",
+    approve: bool = False,
+    rto_target_s: float = 3600,
+    rpo_target_s: float = 86400,
+    health_timeout: float = 120.0,
+) -> dict:
+    """Bring QilbeeDB back from a backup on a new instance and point DNS at it."""
+    logger = get_run_logger()
+    if dns and not record:
+        raise recovery.RecoveryError("--dns needs --record FQDN (the name to point at the new instance)")
+    clock = StepClock()
+    repository = pipeline.open_repository(repo)
+    choice = clock.run("choose-backup", steps.choose_backup, repository, backup, kind)
+    manifest = choice.manifest
+    provisioner, data_dir = clock.run("provision", steps.provision, provider,
+                                      provisioner_options(provider, server_cmd, image, network, container_command, health_timeout),
+                                      data_root, manifest.backup_id)
+    restored = clock.run("restore", steps.restore, repository, manifest, data_dir)
+    instance = clock.run("start-instance", steps.start_instance, provisioner, data_dir, port, None)
+    integrity = clock.run("integrity-check", steps.integrity_check, instance, manifest, restored.files)
+    if not integrity.ok:
+        steps.teardown(provisioner, instance)
+        raise recovery.RecoveryError(
+            f"integrity check failed for backup {manifest.backup_id}; DNS not touched; the restored data stays in {data_dir}: "
+            + "; ".join(integrity.differences))
+
+    change = None
+    if dns:
+        if approve:
+            answer = pause_flow_run(wait_for_input=SwitchApproval.with_initial_data(
+                description=f"Switch {record} to {address} ({instance.url}, backup {manifest.backup_id})?"), timeout=3600)
+            if not answer.approve:
+                raise recovery.RecoveryError(f"the DNS switch of {record} was not approved ({answer.note}); the instance runs at {instance.url}")
+        change = clock.run("dns-switch", steps.dns_switch, dns,
+                           dns_options(dns, hosts_file, zone_id, zone_name, dns_server, dns_port, dns_zone, tsig_key_name, tsig_algorithm),
+                           record, address, ttl, tsig_secret_env)
+    rto = clock.elapsed()
+    clock.run("resume", steps.resume, instance)
+
+    result = {
+        "backup_id": manifest.backup_id,
+        "kind": manifest.kind,
+        "skipped_backups": choice.skipped,
+        "steps": clock.steps,
+        "rto_s": rto,
+        "rto_target_s": rto_target_s,
+        "rpo_s": round(recovery.rpo_seconds(manifest, clock.trigger), 3),
+        "rpo_target_s": rpo_target_s,
+        "instance": {k: v for k, v in {"url": instance.url, "pid": instance.pid, "container": instance.container,
+                                       "data_dir": str(instance.data_dir), "provider": instance.provider}.items() if v is not None},
+        "dns": {"record": change.record, "old": change.old, "new": change.new} if change else None,
+        "integrity": integrity.to_dict(),
+        "restore": {"files": restored.files, "bytes": restored.bytes, "bytes_downloaded": restored.bytes_downloaded},
+    }
+    result["warnings"] = targets_report(result)
+    for warning in result["warnings"]:
+        logger.warning(warning)
+    publish_markdown("disaster-recovery-report", recovery_markdown("Disaster recovery", result), f"DR from {repo}")
+    return result

@@ -1,0 +1,90 @@
+"""Thin Prefect tasks of restore, disaster recovery and drills."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from qilbee_backup import recovery
+from qilbee_backup.client import QilbeeClient
+from qilbee_backup.dns import open_dns_provider
+from qilbee_backup.provision import open_provisioner
+from qilbee_backup.restorer import restore_backup
+
+_TASK = dict(cache_policy=NONE)
+
+
+@task(name="choose-backup", **_TASK)
+def choose_backup(repo, backup: str | None, kind: str | None) -> recovery.Choice:
+    logger = get_run_logger()
+    choice = recovery.choose_backup(repo, backup, kind)
+    for skipped in choice.skipped:
+        logger.warning("skipped damaged backup %s: %s", skipped["backup_id"], skipped["problems"])
+    logger.info("restoring backup %s (%s, %s)", choice.manifest.backup_id, choice.manifest.kind, choice.manifest.created_at.isoformat())
+    return choice
+
+
+@task(name="provision", **_TASK)
+def provision(provider: str, options: dict, data_root: str, backup_id: str):
+    """Where the new instance will live: a fresh data directory and a provisioner that can start it."""
+    provisioner = open_provisioner(provider, **options)
+    data_dir = Path(data_root).resolve() / f"qilbee-{backup_id}"
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise recovery.RecoveryError(f"{data_dir} already holds data: choose another --data-root or remove it")
+    get_run_logger().info("provisioning a %s instance on %s", provider, data_dir)
+    return provisioner, data_dir
+
+
+@task(name="restore", timeout_seconds=6 * 3600, **_TASK)
+def restore(repo, manifest, data_dir: Path, replace_existing: bool = False):
+    result = restore_backup(repo, manifest, data_dir, replace_existing=replace_existing)
+    get_run_logger().info("restored %d files (%d bytes, %d downloaded) in %.1f s", result.files, result.bytes,
+                          result.bytes_downloaded, result.duration_s)
+    return result
+
+
+@task(name="start-instance", **_TASK)
+def start_instance(provisioner, data_dir: Path, port: int | None, name: str | None):
+    instance = provisioner.start(data_dir, port=port, name=name)
+    get_run_logger().info("instance up at %s (%s)", instance.url,
+                          f"pid {instance.pid}" if instance.pid else f"container {instance.container}")
+    return instance
+
+
+@task(name="integrity-check", **_TASK)
+def integrity_check(instance, manifest, restored_files: int) -> recovery.IntegrityReport:
+    logger = get_run_logger()
+    with QilbeeClient(instance.url) as client:
+        report = recovery.check_instance(client, manifest, restored_files)
+    if report.ok:
+        logger.info("integrity check passed: %s", report.compared.get("figures"))
+    else:
+        logger.error("integrity check failed: %s", "; ".join(report.differences))
+    return report
+
+
+@task(name="dns-switch", **_TASK)
+def dns_switch(dns: str, options: dict, record: str, address: str, ttl: int, secret_env: str | None):
+    options = dict(options)
+    if dns == "rfc2136" and secret_env and os.environ.get(secret_env):
+        options["key_secret"] = os.environ[secret_env]  # from the environment, never a flow parameter
+    with open_dns_provider(dns, **options) as provider:
+        change = provider.switch(record, [address], ttl=ttl)
+    get_run_logger().info("DNS %s: %s → %s (was %s)", dns, change.record, change.new, change.old)
+    return change
+
+
+@task(name="resume", **_TASK)
+def resume(instance) -> dict:
+    """The instance serves: one last /health through the switched-to URL."""
+    with QilbeeClient(instance.url) as client:
+        return client.health()
+
+
+@task(name="teardown", **_TASK)
+def teardown(provisioner, instance) -> None:
+    provisioner.stop(instance)
+    get_run_logger().info("instance %s stopped", instance.url)
