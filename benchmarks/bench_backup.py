@@ -64,7 +64,7 @@ def restic(env: dict, snap: Path) -> dict:
 
 
 def run_size(size_mib: int, work: Path, s3: str, api: str) -> dict:
-    base = work / f"db-{size_mib}"
+    base = work / f"db-{size_mib}-v2"
     if not base.exists():
         subprocess.run([PY, str(REPO_ROOT / "benchmarks" / "make_database.py"), str(base), "--size-mib", str(size_mib)], check=True)
     live = work / f"live-{size_mib}"

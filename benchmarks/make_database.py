@@ -4,9 +4,13 @@
     make_database.py DIR --size-mib 1024          # a fresh database of about 1 GiB on disk
     make_database.py DIR --grow-percent 5         # add 5% more data to an existing one
 
-The content is the emulator's layout (real RocksDB files, QilbeeDB's column families): people
-with profiles, articles with a few KiB of text drawn from a fixed vocabulary (compressible
-about as much as real prose), and relationships between them. The same arguments give the
+The content is the emulator's layout (real RocksDB files, QilbeeDB's column families): one graph
+of people with profiles and articles with a few KiB of text drawn from a fixed vocabulary
+(compressible about as much as real prose), and relationships between them. Growth appends:
+new records get new ids and link to other new records, so RocksDB's compactions rewrite few
+old files. (Growth that links new records to old ones all over the key space makes RocksDB
+rewrite much of the database on compaction; no file-level or chunk-level backup can avoid
+sending those rewritten files again: see the benchmark notes.) The same arguments give the
 same records; RocksDB's own file layout may differ by timing of background work.
 """
 
@@ -56,9 +60,9 @@ def grow(data_dir: Path, target_bytes: int, seed: int) -> dict:
                     for i in range(batch // 4)
                 ]
                 for _ in range(batch // 2):
-                    art = load.add_node("content", ["Article"], {"title": _text(rng, 6), "body": _text(rng, 450),
-                                                                 "views": rng.randint(0, 10**6)})
-                    load.add_relationship("content", rng.choice(people), "WROTE", art, {})
+                    art = load.add_node("social", ["Article"], {"title": _text(rng, 6), "body": _text(rng, 450),
+                                                                "views": rng.randint(0, 10**6)})
+                    load.add_relationship("social", rng.choice(people), "WROTE", art, {})
                 for p in people:
                     other = rng.choice(people)
                     load.add_relationship("social", p, "KNOWS", other, {"since": rng.randint(2000, 2026)})

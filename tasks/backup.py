@@ -11,11 +11,12 @@ from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.snapshot import TakenSnapshot, take_snapshot
 
-# Task inputs hold open clients and large file lists: never hash them for caching.
+# Task inputs hold open clients and large file lists: never hash them for caching. No timeouts:
+# Prefect cannot interrupt a sync task in a worker thread, so a timeout would only mislead.
 _TASK = dict(cache_policy=NONE)
 
 
-@task(name="snapshot", timeout_seconds=1800, **_TASK)
+@task(name="snapshot", **_TASK)
 def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: str | None) -> TakenSnapshot:
     logger = get_run_logger()
     taken = take_snapshot(client, mode=mode, container=container, data_path=Path(data_path) if data_path else None)
@@ -23,7 +24,7 @@ def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: 
     return taken
 
 
-@task(name="copy", timeout_seconds=6 * 3600, **_TASK)
+@task(name="copy", **_TASK)
 def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
     logger = get_run_logger()
     result = pipeline.copy_snapshot(taken.path, repos, spool)
@@ -32,7 +33,7 @@ def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
     return result
 
 
-@task(name="upload", timeout_seconds=6 * 3600, retries=2, retry_delay_seconds=[10, 60], **_TASK)
+@task(name="upload", retries=2, retry_delay_seconds=[10, 60], **_TASK)
 def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult:
     # A retry is cheap: blobs already stored are skipped, the manifest is written only at the end.
     logger = get_run_logger()
@@ -41,7 +42,7 @@ def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult
     return result
 
 
-@task(name="verify", timeout_seconds=6 * 3600, **_TASK)
+@task(name="verify", **_TASK)
 def verify(repo, backup_id: str, read_data: bool = False) -> dict:
     logger = get_run_logger()
     report = pipeline.verify(repo, backup_id, read_data=read_data)
@@ -53,7 +54,7 @@ def verify(repo, backup_id: str, read_data: bool = False) -> dict:
     return report
 
 
-@task(name="prune", timeout_seconds=3600, **_TASK)
+@task(name="prune", **_TASK)
 def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool) -> dict:
     logger = get_run_logger()
     result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run)

@@ -38,7 +38,7 @@ def provision(provider: str, options: dict, data_root: str, backup_id: str):
     return provisioner, data_dir
 
 
-@task(name="restore", timeout_seconds=6 * 3600, **_TASK)
+@task(name="restore", **_TASK)
 def restore(repo, manifest, data_dir: Path, replace_existing: bool = False):
     result = restore_backup(repo, manifest, data_dir, replace_existing=replace_existing)
     get_run_logger().info("restored %d files (%d bytes, %d downloaded) in %.1f s", result.files, result.bytes,
