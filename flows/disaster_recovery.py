@@ -61,6 +61,23 @@ def dns_options(dns: str, hosts_file: str | None, zone_id: str | None, zone_name
     return {"server": dns_server, "port": dns_port, "zone": dns_zone, "key_name": tsig_key_name, "key_algorithm": tsig_algorithm}
 
 
+def recovery_result(choice, clock: StepClock, rto: float, rto_target_s: float, rpo_target_s: float, integrity, restored) -> dict:
+    """The figures a DR and a drill both report."""
+    manifest = choice.manifest
+    return {
+        "backup_id": manifest.backup_id,
+        "kind": manifest.kind,
+        "skipped_backups": choice.skipped,
+        "steps": clock.steps,
+        "rto_s": rto,
+        "rto_target_s": rto_target_s,
+        "rpo_s": round(recovery.rpo_seconds(manifest, clock.trigger), 3),
+        "rpo_target_s": rpo_target_s,
+        "integrity": integrity.to_dict(),
+        "restore": {"files": restored.files, "bytes": restored.bytes, "bytes_downloaded": restored.bytes_downloaded},
+    }
+
+
 def targets_report(result: dict) -> list[str]:
     """Warnings for missed targets, also sent as Prefect events an automation can act on."""
     missed = []
@@ -137,21 +154,10 @@ def disaster_recovery(
     rto = clock.elapsed()
     clock.run("resume", steps.resume, instance)
 
-    result = {
-        "backup_id": manifest.backup_id,
-        "kind": manifest.kind,
-        "skipped_backups": choice.skipped,
-        "steps": clock.steps,
-        "rto_s": rto,
-        "rto_target_s": rto_target_s,
-        "rpo_s": round(recovery.rpo_seconds(manifest, clock.trigger), 3),
-        "rpo_target_s": rpo_target_s,
-        "instance": {k: v for k, v in {"url": instance.url, "pid": instance.pid, "container": instance.container,
-                                       "data_dir": str(instance.data_dir), "provider": instance.provider}.items() if v is not None},
-        "dns": {"record": change.record, "old": change.old, "new": change.new} if change else None,
-        "integrity": integrity.to_dict(),
-        "restore": {"files": restored.files, "bytes": restored.bytes, "bytes_downloaded": restored.bytes_downloaded},
-    }
+    result = recovery_result(choice, clock, rto, rto_target_s, rpo_target_s, integrity, restored)
+    result["instance"] = {k: v for k, v in {"url": instance.url, "pid": instance.pid, "container": instance.container,
+                                            "data_dir": str(instance.data_dir), "provider": instance.provider}.items() if v is not None}
+    result["dns"] = {"record": change.record, "old": change.old, "new": change.new} if change else None
     result["warnings"] = targets_report(result)
     for warning in result["warnings"]:
         logger.warning(warning)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.disaster_recovery import StepClock, provisioner_options, targets_report
+from flows.disaster_recovery import StepClock, provisioner_options, recovery_result, targets_report
 from qilbee_backup import pipeline, recovery
 from qilbee_backup.report import recovery_markdown
 from tasks import recovery as steps
@@ -53,20 +53,9 @@ def drill(
         if instance is not None:
             clock.run("teardown", steps.teardown, provisioner, instance)
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
-        "backup_id": manifest.backup_id,
-        "kind": manifest.kind,
-        "ok": integrity.ok,
-        "skipped_backups": choice.skipped,
-        "steps": clock.steps,
-        "rto_s": rto,
-        "rto_target_s": rto_target_s,
-        "rpo_s": round(recovery.rpo_seconds(manifest, clock.trigger), 3),
-        "rpo_target_s": rpo_target_s,
-        "instance": {"provider": provider, "url": instance.url, "torn_down": True},
-        "integrity": integrity.to_dict(),
-        "restore": {"files": restored.files, "bytes": restored.bytes, "bytes_downloaded": restored.bytes_downloaded},
-    }
+    result = recovery_result(choice, clock, rto, rto_target_s, rpo_target_s, integrity, restored)
+    result["ok"] = integrity.ok
+    result["instance"] = {"provider": provider, "url": instance.url, "torn_down": True}
     result["warnings"] = targets_report(result)
     for warning in result["warnings"]:
         logger.warning(warning)
