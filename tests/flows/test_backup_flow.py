@@ -82,3 +82,17 @@ def test_api_key_from_environment_is_used_and_never_logged(emulator_factory, tmp
     assert result["mode"] == "online"
     assert key not in caplog.text
     assert key not in json.dumps(result)
+
+
+def test_backup_publishes_a_table_artifact_with_its_figures(emulator, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    result = backup(source=emulator.url, repos=[str(tmp_path / "repo")])
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["backup-summary"])))
+    latest = max(artifacts, key=lambda a: a.created)
+    data = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
+    rows = {row["figure"]: row["value"] for row in data}
+    assert rows["backup_id"] == result["backup_id"]
+    assert rows["bytes_uploaded"] == result["bytes_uploaded"] and rows["mode"] == "online"

@@ -148,6 +148,21 @@ def test_dr_with_docker_provider(backed_up, tmp_path, emulator_image, docker_cli
         docker_client.containers.get(result["instance"]["container"]).remove(force=True)
 
 
+def test_missed_targets_are_warnings_and_events(backed_up, tmp_path, monkeypatch):
+    import flows.disaster_recovery as dr_flow
+
+    sent = []
+    monkeypatch.setattr(dr_flow, "emit_event", lambda **event: sent.append(event))  # the boundary to Prefect's event bus
+    repo, made = backed_up
+    result = drill(repo=repo, provider="process", rto_target_s=0.001, rpo_target_s=0.001)
+    assert len(result["warnings"]) == 2
+    assert result["warnings"][0].startswith("RTO") and "missed its target" in result["warnings"][0]
+    assert result["warnings"][1].startswith("RPO")
+    assert [e["event"] for e in sent] == ["qilbee.recovery.rto-missed", "qilbee.recovery.rpo-missed"]
+    assert sent[0]["resource"] == {"prefect.resource.id": f"qilbee.backup.{made['backup_id']}"}
+    assert sent[0]["payload"]["value_s"] == result["rto_s"]
+
+
 def test_drill_tears_down_and_reports_rto(backed_up, tmp_path):
     repo, made = backed_up
     result = drill(repo=repo, provider="process")
