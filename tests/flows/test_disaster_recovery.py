@@ -191,13 +191,63 @@ class _Proc:
 
 
 def _emulator_processes() -> list[_Proc]:
-    out = []
+    return [_Proc(pid) for pid in _pids_with("qilbee-drill-")]
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_approval_pauses_before_the_dns_switch(backed_up, tmp_path, stop_instances, approve):
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    repo, _ = backed_up
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.9.9.9 db.qilbee.test\n")
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="hosts",
+                                                  record="db.qilbee.test", hosts_file=str(hosts), approve=True)
+        except Exception as e:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    paused = None
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 120
+        while paused is None and time.monotonic() < deadline and worker.is_alive():
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            paused = next((r for r in runs if r.flow_id and r.parameters.get("hosts_file") == str(hosts)), None)
+            time.sleep(0.5)
+    assert paused is not None, f"the flow never paused: {outcome}"
+    assert hosts.read_text() == "10.9.9.9 db.qilbee.test\n"  # nothing switched while waiting
+    resume_flow_run(paused.id, run_input={"approve": approve, "note": "checked by the on-call"})
+    worker.join(180)
+    if approve:
+        result = outcome["result"]
+        stop_instances.append(result["instance"]["pid"])
+        assert result["dns"]["new"] == ["127.0.0.1"]
+    else:
+        assert isinstance(outcome.get("error"), RecoveryError) and "not approved" in str(outcome["error"])
+        assert hosts.read_text() == "10.9.9.9 db.qilbee.test\n"
+        # The unapproved instance stays up for the operator; this test stops its own by PID.
+        stop_instances.extend(_pids_with(str(tmp_path / "dr")))
+
+
+def _pids_with(fragment: str) -> list[int]:
+    pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes()
+                if fragment.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
             except OSError:
                 continue
-            if b"qilbee_backup.emulator" in cmd and b"qilbee-drill-" in cmd:
-                out.append(_Proc(int(entry.name)))
-    return out
+    return pids
