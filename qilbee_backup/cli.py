@@ -236,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_emulator(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request to the Prefect API drowns the progress an operator reads.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         result = _run_command(args)
     except QilbeeBackupError as e:
