@@ -72,3 +72,53 @@ def test_offline_mode_with_an_unknown_container_is_a_usage_error(emulator, tmp_p
 
     with pytest.raises(UsageError, match="no Docker container named"):
         backup(source=emulator.url, repos=[str(tmp_path / "repo")], mode="offline", container="qilbee-no-such-container")
+
+
+def test_restore_into_a_containers_data_directory_stops_swaps_and_restarts_it(container_without_snapshot_api, tmp_path):
+    from flows.restore import restore
+
+    c = container_without_snapshot_api
+    repo = str(tmp_path / "repo")
+    made = backup(source=c.url, repos=[repo], mode="offline", container=c.name)
+    for i in range(40):  # changes after the backup, which the restore must undo
+        httpx.post(f"{c.url}/graphs/ops/nodes", json={"labels": ["Late"], "properties": {"i": i}}).raise_for_status()
+
+    result = restore(repo=repo, data_dir=str(c.data_dir), backup=made["backup_id"], container=c.name, source=c.url)
+
+    assert result["replaced_existing"] is True and result["integrity"]["ok"] is True
+    c.container.reload()
+    assert c.container.status == "running"
+    late = httpx.get(f"{c.url}/graphs/ops/nodes", params={"label": "Late"}).json()
+    assert late["count"] == 0
+    assert not [p for p in c.data_dir.parent.iterdir() if "qilbee-previous" in p.name]
+
+
+def test_a_failed_restore_into_a_container_puts_the_old_data_back_and_restarts_it(container_without_snapshot_api, tmp_path):
+    from flows.restore import restore
+    from qilbee_backup.manifest import SourceInfo
+    from qilbee_backup.recovery import RecoveryError
+    from qilbee_backup.repository import backup_directory
+
+    c = container_without_snapshot_api
+    snap = tmp_path / "copy"
+    import shutil
+
+    c.container.stop()
+    shutil.copytree(c.data_dir, snap, ignore=shutil.ignore_patterns("LOCK", "snapshots"))
+    c.container.start()
+    c.wait_healthy()
+    real = open_readonly_counts(snap)
+    repo = str(tmp_path / "repo")
+    bad = backup_directory([open_repository(repo)], snap, kind="adhoc", source=SourceInfo(url=c.url, mode="offline"),
+                           stats=dict(real, nodeCount=real["nodeCount"] + 1,
+                                      graphs={g: dict(v, nodeCount=v["nodeCount"] + (g == "ops")) for g, v in real["graphs"].items()}),
+                           spool=tmp_path / "spool")
+    httpx.post(f"{c.url}/graphs/ops/nodes", json={"labels": ["Late"], "properties": {}}).raise_for_status()
+
+    with pytest.raises(RecoveryError, match="nodeCount"):
+        restore(repo=repo, data_dir=str(c.data_dir), backup=bad.backup_id, container=c.name, source=c.url)
+
+    c.container.reload()
+    assert c.container.status == "running"
+    c.wait_healthy()
+    assert httpx.get(f"{c.url}/graphs/ops/nodes", params={"label": "Late"}).json()["count"] == 1  # the old data, not the backup
