@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--tsig-algorithm", default=None, help="rfc2136: e.g. hmac-sha256 (default)")
             d.add_argument("--approve", action="store_true", help="pause for a person to approve the DNS switch in the Prefect UI")
         _add_json(d)
+
+    sv = sub.add_parser("serve", help="serve every deployment of prefect.yaml with its schedule from this process")
+    sv.add_argument("--config", default=None, metavar="FILE", help="the deployments file (default: the project's prefect.yaml)")
+    sv.add_argument("--only", action="append", metavar="NAME", help="serve only this deployment (repeatable)")
     return parser
 
 
@@ -225,6 +229,13 @@ def _run_command(args: argparse.Namespace) -> Any:
             ttl=args.ttl, hosts_file=args.hosts_file, zone_id=args.zone_id, zone_name=args.zone_name,
             dns_server=args.dns_server, dns_port=args.dns_port, dns_zone=args.dns_zone, tsig_key_name=args.tsig_key_name,
             tsig_algorithm=args.tsig_algorithm, tsig_secret_env=TSIG_ENV, approve=args.approve)
+    if args.command == "serve":
+        from pathlib import Path
+
+        from flows.serve import ROOT, serve_all
+
+        serve_all(Path(args.config) if args.config else ROOT / "prefect.yaml", args.only)
+        return None
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -246,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qilbee-backup: interrupted", file=sys.stderr)
         return 130
-    _print_result(result, getattr(args, "json", False))
+    if result is not None:
+        _print_result(result, getattr(args, "json", False))
     return 1 if isinstance(result, dict) and result.get("ok") is False else 0
 
 
