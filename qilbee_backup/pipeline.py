@@ -19,6 +19,7 @@ from typing import Iterator
 
 from .archiver import HashCache, StagedBlob, scan_tree, stage_blobs
 from .checker import verify_backup
+from .errors import UsageError
 from .manifest import FileEntry, Manifest, SourceInfo, new_backup_id
 from .repository import Repository, source_key_for
 from .retention import Policy, apply_policy, parse_duration
@@ -71,6 +72,8 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
             entries = scan_tree(root, hash_cache=cache)
     else:
         entries = scan_tree(root, hash_cache=hash_cache)
+    if not entries:
+        raise UsageError(f"{root} holds no files; refusing to record an empty backup (is the snapshot path right?)")
     wanted = {e.sha256 for e in entries}
     missing, present = {}, {}
     for repo in repos:
