@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -113,7 +112,3 @@ def copy_tree(src: Path, dst: Path) -> None:
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
-
-
-def dump(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str))

@@ -40,11 +40,11 @@ def backup(
     logger = get_run_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
-    repositories = [pipeline.open_repository(url, **(s3_options if url.startswith("s3://") else {})) for url in repos]
+    repositories = [pipeline.open_repository(url, **s3_options) for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     spool = Path(tempfile.mkdtemp(prefix="qilbee-spool-"))
     try:
-        with pipeline.locked(repositories, pipeline.source_key(source), wait=lock_wait):
+        with pipeline.locked(repositories, source, wait=lock_wait):
             taken = steps.snapshot(client, mode, container, data_path)
             try:
                 copied = steps.copy(taken, repositories, spool)

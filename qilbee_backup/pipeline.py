@@ -33,14 +33,11 @@ def open_repository(url: str, **options) -> Repository:
     return repo
 
 
-def source_key(source_url: str) -> str:
-    """The lock name for one source: one run per source at a time, whatever the repository."""
-    return source_key_for(source_url)
-
-
 @contextmanager
-def locked(repos: list[Repository], key: str, *, wait: float = 0.0) -> Iterator[None]:
-    """Hold the source's lock in every repository; always taken in the same order (no deadlock)."""
+def locked(repos: list[Repository], source_url: str, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the source's lock in every repository (one run per source at a time); always taken in
+    the same order, so two runs never deadlock."""
+    key = source_key_for(source_url)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     with ExitStack() as stack:
         for repo in sorted(repos, key=lambda r: r.url):

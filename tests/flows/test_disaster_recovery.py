@@ -179,19 +179,11 @@ def test_failing_drill_still_tears_down(emulator, tmp_path):
     repo = str(tmp_path / "repo")
     backup_directory([open_repository(repo)], snap, kind="daily", source=SourceInfo(url=emulator.url, mode="online"),
                      stats=dict(real, relationshipCount=real["relationshipCount"] + 5), spool=tmp_path / "spool")
-    before = {p.pid for p in _emulator_processes()}
+    before = set(_pids_with("qilbee-drill-"))
     with pytest.raises(RecoveryError, match="relationshipCount"):
         drill(repo=repo, provider="process")
-    assert {p.pid for p in _emulator_processes()} == before  # the throwaway server is gone
+    assert set(_pids_with("qilbee-drill-")) == before  # the throwaway server is gone
 
-
-class _Proc:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-
-def _emulator_processes() -> list[_Proc]:
-    return [_Proc(pid) for pid in _pids_with("qilbee-drill-")]
 
 
 @pytest.mark.parametrize("approve", [True, False])
