@@ -27,7 +27,7 @@ demo: setup
 
 # Re-pin every dependency after changing pyproject.toml (no download addresses are written).
 lock:
-	$(PYTHON) -m uv pip compile pyproject.toml --extra test --python-version 3.11 --no-header -o requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra worker --python-version 3.11 --no-header -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
