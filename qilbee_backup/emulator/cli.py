@@ -9,12 +9,11 @@ import sys
 import time
 from types import FrameType
 
-import uvicorn
-
-from .app import create_app
 from .auth import API_KEY_ENV, DEFAULT_ADMIN_PASSWORD, DEFAULT_ADMIN_USER, AuthService, make_user
-from .seed import seed_store
 from .store import GraphStore, StoreError
+
+# uvicorn, FastAPI (the app) and the seeder are imported in run(): `qilbee-backup` builds this
+# parser for every command, and they would add a second to each start.
 
 _PROG = "qilbee-emulator"
 
@@ -65,20 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _Server(uvicorn.Server):
+def _announcing_server(config, data_dir: str):
     """uvicorn, announcing the bound address once it listens."""
+    import uvicorn
 
-    def __init__(self, config: uvicorn.Config, data_dir: str) -> None:
-        super().__init__(config)
-        self._data_dir = data_dir
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+            await super().startup(sockets)
+            if self.should_exit or not self.servers:
+                return
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host  # IPv6 literal in a URL
+            print(f"{_PROG}: listening on http://{shown}:{port} (data dir {data_dir})", file=sys.stderr, flush=True)
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
-        await super().startup(sockets)
-        if self.should_exit or not self.servers:
-            return
-        host, port = self.servers[0].sockets[0].getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host  # IPv6 literal in a URL
-        print(f"{_PROG}: listening on http://{shown}:{port} (data dir {self._data_dir})", file=sys.stderr, flush=True)
+    return _Server(config)
 
 
 def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
@@ -92,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_nodes < 0:
         print(f"{_PROG}: --seed-nodes must be 0 or more", file=sys.stderr)
         return 2
+    import uvicorn
+
+    from .app import create_app
+    from .seed import seed_store
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
     try:
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             access_log=args.log_level in ("info", "debug"),
             timeout_graceful_shutdown=10,
         )
-        server = _Server(config, str(store.data_dir))
+        server = _announcing_server(config, str(store.data_dir))
         server.run()
         return 0 if server.started else 1
     finally:
