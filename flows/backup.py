@@ -14,6 +14,7 @@ from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.errors import IntegrityError
 from qilbee_backup.manifest import SourceInfo
+from flows.parameters import Retention, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_table
 from tasks.secrets import resolve_api_key
@@ -31,15 +32,41 @@ def backup(
     api_key_secret: str | None = None,
     storage_class: str | None = None,
     sse: str | None = None,
+    lock_days: int | None = None,
+    lock_mode: str = "GOVERNANCE",
     read_data: bool = False,
     lock_wait: float = 0.0,
-    retention: dict | None = None,
+    retention: Retention | None = None,
     grace: str = "1h",
 ) -> dict:
-    """Back up one QilbeeDB server to one or more repositories (3-2-1), then verify and prune them."""
+    """Back up one QilbeeDB server to one or more repositories (3-2-1), then verify and prune them.
+
+    Args:
+        source: The QilbeeDB server's URL.
+        repos: Repositories to write to, each a path, file:///path or s3://bucket/prefix (several: 3-2-1).
+        mode: online (POST /admin/snapshot), offline (stop the container, copy its data directory, start
+            it again) or auto (online where the server has the snapshot API, else offline with a container).
+        container: The Docker container running QilbeeDB: offline mode, and mapping the snapshot path.
+        data_path: Where the server's data directory is readable on this machine, if not found from the container.
+        kind: The series this backup belongs to (daily, weekly, monthly, adhoc); retention works per series.
+        api_key_env: Environment variable holding the server's API key (never a parameter: the UI shows those).
+        api_key_secret: Name of a Prefect Secret block holding the API key (used if the variable is unset).
+        storage_class: S3 storage class of uploaded objects (e.g. STANDARD_IA); ignored for paths.
+        sse: S3 server-side encryption: AES256 or aws:kms.
+        lock_days: S3 Object Lock: write blobs and manifests locked for this many days (the bucket must have
+            Object Lock enabled); prune leaves locked backups in place.
+        lock_mode: GOVERNANCE (privileged users may lift the lock) or COMPLIANCE (nobody can, until it expires).
+        read_data: Verify by downloading and re-hashing every blob instead of checking sizes.
+        lock_wait: Seconds to wait for another run's lock on this source before failing.
+        retention: Which backups of this series to keep after the backup; empty keeps everything.
+        grace: Unreferenced blobs younger than this are spared by the sweep (a backup may be in flight).
+    """
     logger = get_run_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
+    if lock_days:
+        s3_options.update(lock_days=lock_days, lock_mode=lock_mode)
+    rules = retention_rules(retention)
     repositories = [pipeline.open_repository(url, **s3_options) for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     spool = Path(tempfile.mkdtemp(prefix="qilbee-spool-"))
@@ -60,8 +87,8 @@ def backup(
             checks = [steps.verify.submit(repo, manifest.backup_id, read_data) for repo in repositories]
             verified = [c.result() for c in checks]
             pruned = []
-            if retention:
-                pruned = [steps.prune(repo, kind, retention, grace, False) for repo in repositories]
+            if rules:
+                pruned = [steps.prune(repo, kind, rules, grace, False) for repo in repositories]
     finally:
         shutil.rmtree(spool, ignore_errors=True)
         client.close()

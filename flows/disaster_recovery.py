@@ -121,7 +121,38 @@ def disaster_recovery(
     rpo_target_s: float = 86400,
     health_timeout: float = 120.0,
 ) -> dict:
-    """Bring QilbeeDB back from a backup on a new instance and point DNS at it."""
+    """Bring QilbeeDB back from a backup on a new instance and point DNS at it.
+
+    Args:
+        repo: The repository to recover from: a path, file:///path or s3://bucket/prefix.
+        provider: Where the new instance runs: process (a server command on this machine) or docker.
+        backup: A backup id; empty takes the newest that passes a quick verify (a damaged one is skipped).
+        kind: Choose among this series only (daily, weekly, monthly, adhoc).
+        data_root: The new instance's data directory is made under here.
+        port: The new instance's port; empty picks a free one.
+        server_cmd: process provider: the server command, with {data_dir}, {port} and {host}; empty runs
+            the bundled emulator (give the real qilbeedb binary here).
+        image: docker provider: the server image.
+        network: docker provider: bridge (a published port) or host networking.
+        container_command: docker provider: the container's arguments, with {port}, {host}, {data_dir}.
+        dns: Switch this DNS provider's record to the new instance: hosts, route53 or rfc2136; empty skips it.
+        record: The DNS name to switch (e.g. qilbeedb.example.com).
+        address: The address the record gets (the new instance's host).
+        ttl: The record's TTL in seconds.
+        hosts_file: hosts provider: the hosts-format file (default /etc/hosts).
+        zone_id: route53: the hosted zone id (default: found from the record).
+        zone_name: route53: the hosted zone's name.
+        dns_server: rfc2136: the primary server's address.
+        dns_port: rfc2136: its port (default 53).
+        dns_zone: rfc2136: the zone to update.
+        tsig_key_name: rfc2136: the TSIG key's name.
+        tsig_algorithm: rfc2136: the TSIG algorithm (default hmac-sha256).
+        tsig_secret_env: rfc2136: the environment variable holding the TSIG secret (never a parameter).
+        approve: Pause before the DNS switch until a person approves it in the Prefect UI.
+        rto_target_s: The recovery time objective in seconds (the guide: under 1 hour).
+        rpo_target_s: The recovery point objective in seconds (the guide: under 24 hours).
+        health_timeout: Seconds to wait for the new instance to answer /health.
+    """
     logger = get_run_logger()
     if dns and not record:
         raise recovery.RecoveryError("--dns needs --record FQDN (the name to point at the new instance)")

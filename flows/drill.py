@@ -33,7 +33,22 @@ def drill(
     rpo_target_s: float = 86400,
     health_timeout: float = 120.0,
 ) -> dict:
-    """Restore the newest good backup on a test instance, check it, tear it down, report the RTO."""
+    """Restore the newest good backup on a test instance, check it, tear it down, report the RTO.
+
+    Args:
+        repo: The repository to recover from: a path, file:///path or s3://bucket/prefix.
+        provider: Where the new instance runs: process (a server command on this machine) or docker.
+        backup: A backup id; empty takes the newest that passes a quick verify (a damaged one is skipped).
+        kind: Choose among this series only (daily, weekly, monthly, adhoc).
+        server_cmd: process provider: the server command, with {data_dir}, {port} and {host}; empty runs
+            the bundled emulator (give the real qilbeedb binary here).
+        image: docker provider: the server image.
+        network: docker provider: bridge (a published port) or host networking.
+        container_command: docker provider: the container's arguments, with {port}, {host}, {data_dir}.
+        rto_target_s: The recovery time objective in seconds (the guide: under 1 hour).
+        rpo_target_s: The recovery point objective in seconds (the guide: under 24 hours).
+        health_timeout: Seconds to wait for the new instance to answer /health.
+    """
     logger = get_run_logger()
     clock = StepClock()
     workdir = Path(tempfile.mkdtemp(prefix="qilbee-drill-"))

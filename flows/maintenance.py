@@ -6,13 +6,19 @@ from prefect import flow, get_run_logger
 
 from qilbee_backup import pipeline
 from qilbee_backup.errors import IntegrityError
+from flows.parameters import Retention, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_rows, publish_table
 
 
 @flow(name="list-backups")
 def list_backups(repo: str, kind: str | None = None) -> list[dict]:
-    """Every backup in the repository, oldest first."""
+    """Every backup in the repository, oldest first.
+
+    Args:
+        repo: The repository: a path, file:///path or s3://bucket/prefix.
+        kind: Only this series (daily, weekly, monthly, adhoc).
+    """
     repository = pipeline.open_repository(repo)
     rows = [
         {"backup_id": m.backup_id, "created_at": m.created_at.isoformat(), "kind": m.kind, "bytes_total": m.bytes_total,
@@ -25,7 +31,13 @@ def list_backups(repo: str, kind: str | None = None) -> list[dict]:
 
 @flow(name="verify")
 def verify(repo: str, backup: str | None = None, read_data: bool = False) -> dict:
-    """Check one backup (or every backup): blobs present with the right size; with read_data, re-hashed."""
+    """Check one backup (or every backup): blobs present with the right size; with read_data, re-hashed.
+
+    Args:
+        repo: The repository: a path, file:///path or s3://bucket/prefix.
+        backup: One backup (an id or latest); empty checks every backup.
+        read_data: Download, decompress and re-hash every blob (slow, finds silent damage).
+    """
     logger = get_run_logger()
     repository = pipeline.open_repository(repo)
     ids = [repository.load(backup).backup_id] if backup else [m.backup_id for m in repository.list_backups()]
@@ -45,10 +57,19 @@ def verify(repo: str, backup: str | None = None, read_data: bool = False) -> dic
 
 
 @flow(name="prune")
-def prune(repo: str, kind: str | None = None, retention: dict | None = None, grace: str = "1h", dry_run: bool = False) -> dict:
-    """Apply the retention rules to one series (or each series), then sweep unreferenced blobs."""
+def prune(repo: str, kind: str | None = None, retention: Retention | None = None, grace: str = "1h",
+          dry_run: bool = False) -> dict:
+    """Apply the retention rules to one series (or each series), then sweep unreferenced blobs.
+
+    Args:
+        repo: The repository: a path, file:///path or s3://bucket/prefix.
+        kind: The series to apply the rules to; empty applies them to each series separately.
+        retention: Which backups to keep; empty keeps everything (only the sweep runs).
+        grace: Unreferenced blobs younger than this are spared (a backup may be in flight).
+        dry_run: Say what would be kept and removed, and why; change nothing.
+    """
     repository = pipeline.open_repository(repo)
-    result = steps.prune(repository, kind, retention or {}, grace, dry_run)
+    result = steps.prune(repository, kind, retention_rules(retention), grace, dry_run)
     publish_rows("prune-decisions",
                  [{"backup_id": k["backup_id"], "kind": k["kind"], "decision": "keep", "reasons": ", ".join(k["reasons"])}
                   for k in result["kept"]]

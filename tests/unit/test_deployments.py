@@ -6,6 +6,8 @@ Read the way `prefect deploy` reads it (PyYAML, anchors resolved) and checked of
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from datetime import datetime, timedelta, timezone
 from itertools import combinations
 from pathlib import Path
@@ -14,7 +16,9 @@ import prefect
 import pytest
 import yaml
 from prefect.cli.deploy._models import PrefectYamlModel  # what `prefect deploy` validates the file with
+from prefect.exceptions import ParameterTypeError
 from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
 from prefect.server.schemas.schedules import CronSchedule  # the scheduler's own date arithmetic
 
 from qilbee_backup.retention import Policy
@@ -81,6 +85,27 @@ def test_parameters_fit_the_flow_signature(name, flows):
     # Raises on an unknown name, a wrong type or a missing required parameter: a scheduled run gets no others.
     validated = flows[name].validate_parameters(DEPLOYMENTS[name].get("parameters", {}))
     assert set(DEPLOYMENTS[name]["parameters"]) <= set(validated)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FLOWS))
+def test_the_ui_form_describes_every_parameter(name, flows):
+    # The schema the Prefect UI builds its form from: flat parameters get their text from the
+    # docstring's Args, model parameters (retention) from their fields.
+    schema = parameter_schema(flows[name]).model_dump()
+    for parameter, spec in schema["properties"].items():
+        models = re.findall(r"#/definitions/(\w+)", json.dumps(spec))
+        if models:
+            fields = schema["definitions"][models[0]]["properties"]
+            assert all(field.get("description") for field in fields.values()), f"{name}: {parameter} has undescribed fields"
+        else:
+            assert spec.get("description"), f"{name}: parameter {parameter} has no description in the UI form"
+
+
+@pytest.mark.parametrize("name", ["nightly-backup", "weekly-full", "monthly-archive"])
+def test_a_bad_retention_rule_is_refused_before_the_run(name, flows):
+    parameters = dict(DEPLOYMENTS[name]["parameters"], retention={"keep_within": "7 days please"})
+    with pytest.raises(ParameterTypeError, match="keep_within"):
+        flows[name].validate_parameters(parameters)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_FLOWS))
