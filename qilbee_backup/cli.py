@@ -57,6 +57,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qilbee-backup", description="Backup and disaster recovery for QilbeeDB, as Prefect flows.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -77,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
     b.add_argument("--storage-class", metavar="CLASS", help="S3 storage class for uploaded objects")
     b.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
+    b.add_argument("--lock-days", type=_positive_int, metavar="N", help="S3 Object Lock: write blobs and manifests locked for N days")
+    b.add_argument("--lock-mode", type=str.upper, choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE",
+                   help="with --lock-days: GOVERNANCE (privileged users may lift it) or COMPLIANCE (nobody can)")
     b.add_argument("--read-data", action="store_true", help="verify by downloading and re-hashing every blob")
     b.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
     _add_retention(b)
@@ -179,6 +189,7 @@ def _run_command(args: argparse.Namespace) -> Any:
             source=args.source, repos=args.repo, mode=args.mode, container=args.container,
             data_path=args.data_path, kind=args.kind, api_key_env=API_KEY_ENV,
             api_key_secret=args.api_key_secret, storage_class=args.storage_class, sse=args.sse,
+            lock_days=args.lock_days, lock_mode=args.lock_mode,
             read_data=args.read_data, lock_wait=args.lock_wait, retention=_retention_from(args) or None,
         )
     if args.command == "list":
