@@ -27,3 +27,7 @@ class IntegrityError(QilbeeBackupError):
 
 class DestinationError(QilbeeBackupError):
     """A storage destination failed permanently (after retries for transient faults)."""
+
+
+class ObjectLocked(QilbeeBackupError):
+    """An object is under S3 Object Lock (a retention period or legal hold) and cannot be removed yet."""

@@ -4,10 +4,15 @@ copy:   scan the snapshot, find which blobs each repository lacks, compress thos
 upload: send a repository the blobs it lacks, in parallel, then write the manifest (the commit point);
 verify: check a backup's blobs (sizes; with read_data, contents);
 prune:  retention on one series, then sweep blobs no backup references.
+
+With object lock (open_repository(url, lock_mode=..., lock_days=...) on an s3:// repository), upload
+writes blobs and manifest locked and lengthens the lock of blobs it reuses; prune leaves what is
+still locked and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -19,15 +24,19 @@ from typing import Iterator
 
 from .archiver import HashCache, StagedBlob, scan_tree, stage_blobs
 from .checker import verify_backup
-from .errors import UsageError
+from .errors import ObjectLocked, UsageError
 from .manifest import FileEntry, Manifest, SourceInfo, new_backup_id
 from .repository import Repository, source_key_for
 from .retention import Policy, apply_policy, parse_duration
 
 UPLOAD_WORKERS = 8
 
+log = logging.getLogger(__name__)
+
 
 def open_repository(url: str, **options) -> Repository:
+    """The repository at url; options are S3Options fields (storage_class, sse, lock_mode, lock_days, ...).
+    lock_mode/lock_days on a directory: UsageError; on a bucket without Object Lock: DestinationError."""
     repo = Repository.open(url, **options)
     repo.url = url  # as the operator gave it: what reports name
     return repo
@@ -105,16 +114,22 @@ class UploadResult:
     blobs_sent: int
     bytes_uploaded: int
     backup_id: str
+    locked_until: datetime | None = None  # the backup's object lock end (None: not locked)
+    locks_extended: int = 0  # reused blobs whose lock was lengthened to locked_until
 
 
 def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, workers: int = UPLOAD_WORKERS) -> UploadResult:
+    retain_until = repo.retain_until(manifest.created_at)  # None unless the repository locks backups
     todo = sorted(copied.missing.get(repo.url, set()))
+    reused = manifest.blob_shas() - set(todo)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # list() re-raises the first failure; the manifest below is then never written.
-        list(pool.map(lambda sha: repo.put_blob(sha, copied.staged[sha]), todo))
-    repo.write_manifest(_manifest_for(repo, copied, manifest))
+        list(pool.map(lambda sha: repo.put_blob(sha, copied.staged[sha], retain_until=retain_until), todo))
+    extended = repo.extend_locks(reused, retain_until, workers=workers)  # before the commit point
+    repo.write_manifest(_manifest_for(repo, copied, manifest), retain_until=retain_until)
     return UploadResult(url=repo.url, blobs_sent=len(todo),
-                        bytes_uploaded=sum(copied.staged[s].stored_size for s in todo), backup_id=manifest.backup_id)
+                        bytes_uploaded=sum(copied.staged[s].stored_size for s in todo), backup_id=manifest.backup_id,
+                        locked_until=retain_until, locks_extended=extended)
 
 
 def verify(repo: Repository, backup_id: str, *, read_data: bool = False) -> dict:
@@ -138,9 +153,22 @@ def policy_from(retention: dict | None) -> Policy:
     return Policy.from_mapping(dict(retention or {}))
 
 
+def _lock_reason(until: datetime) -> str:
+    if until.year == datetime.max.year:
+        return "under legal hold (S3 Object Lock)"
+    return f"locked until {until:%Y-%m-%dT%H:%M:%SZ} (S3 Object Lock)"
+
+
 def prune(repo: Repository, *, kind: str | None, retention: dict | None, grace: str = "1h", dry_run: bool = False,
           now: datetime | None = None) -> dict:
-    """Retention per series (or the one named), then sweep blobs that no remaining backup needs."""
+    """Retention per series (or the one named), then sweep blobs that no remaining backup needs.
+
+    A backup the policy would remove but whose manifest is still under object lock is left whole
+    and listed under "locked" (kept, removed and locked partition the decisions); unreferenced
+    blobs still locked are left too ("blobs_locked"). A dry run reports the same without changing
+    anything, including how many blobs the sweep would remove. `now` drives the retention rules;
+    locks are judged by the clock, as S3 enforces them.
+    """
     now = now or datetime.now(timezone.utc)
     policy = policy_from(retention)
     backups = repo.list_backups()
@@ -150,16 +178,34 @@ def prune(repo: Repository, *, kind: str | None, retention: dict | None, grace: 
         members = [m for m in backups if m.kind == series]
         for d in apply_policy(members, policy, now):
             decisions.append({"backup_id": d.backup_id, "kind": series, "keep": d.keep, "reasons": d.reasons})
-    removed = [d["backup_id"] for d in decisions if not d["keep"]]
-    swept: list[str] = []
+    doomed = [d for d in decisions if not d["keep"]]
+    doomed_ids = [d["backup_id"] for d in doomed]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # a HEAD per backup, on a lock-enabled bucket only
+        lock_ends = dict(zip(doomed_ids, pool.map(repo.backup_locked_until, doomed_ids)))
     if not dry_run:
-        for backup_id in removed:
-            repo.remove_backup(backup_id)
-        referenced = {f.sha256 for m in repo.list_backups() for f in m.files}
-        swept = repo.sweep(referenced, parse_grace(grace), now)
+        for d in doomed:
+            if lock_ends[d["backup_id"]] is not None:
+                continue
+            try:
+                repo.remove_backup(d["backup_id"], missing_ok=True)
+            except ObjectLocked:  # locked since we looked: it stays whole, like the others
+                lock_ends[d["backup_id"]] = repo.backup_locked_until(d["backup_id"]) or now
+    locked = [d for d in doomed if lock_ends[d["backup_id"]] is not None]
+    for d in locked:
+        log.info("%s: keeping backup %s (%s): the policy would remove it but it is %s", repo.url, d["backup_id"],
+                 d["kind"], _lock_reason(lock_ends[d["backup_id"]]))
+    gone = {d["backup_id"] for d in doomed} - {d["backup_id"] for d in locked}
+    if dry_run:
+        referenced = {f.sha256 for m in backups if m.backup_id not in gone for f in m.files}
+    else:
+        referenced = {f.sha256 for m in repo.list_backups() for f in m.files}  # fresh: a backup may have landed
+    swept = repo.sweep(referenced, parse_grace(grace), now, dry_run=dry_run)
     return {
         "url": repo.url, "dry_run": dry_run,
         "kept": [{"backup_id": d["backup_id"], "kind": d["kind"], "reasons": d["reasons"]} for d in decisions if d["keep"]],
-        "removed": [{"backup_id": d["backup_id"], "kind": d["kind"]} for d in decisions if not d["keep"]],
-        "blobs_removed": len(swept),
+        "removed": [{"backup_id": d["backup_id"], "kind": d["kind"]} for d in doomed if d["backup_id"] in gone],
+        "locked": [{"backup_id": d["backup_id"], "kind": d["kind"], "locked_until": lock_ends[d["backup_id"]].isoformat(),
+                    "reason": _lock_reason(lock_ends[d["backup_id"]])} for d in locked],
+        "blobs_removed": len(swept.removed),
+        "blobs_locked": len(swept.locked),
     }

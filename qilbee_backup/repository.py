@@ -7,6 +7,12 @@
 
 A backup without a manifest does not exist: an interrupted run leaves only blobs, which the next
 run reuses and ``sweep`` removes once they are older than its grace period and still unreferenced.
+
+Immutability (S3 Object Lock, when the destination has a ``lock_period``): a backup's blobs and
+manifest are written locked until the backup's time plus that period (``retain_until``); blobs it
+reuses have their lock lengthened to the same date *before* the manifest is written, so a locked
+backup never depends on a blob that could be deleted sooner. Lock files and config.json are never
+locked: they must stay removable.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from urllib.parse import urlsplit
 
 from .archiver import DEFAULT_LEVEL, HashCache, StagedBlob, scan_tree, stage_one
 from .destinations.base import Destination, ObjectInfo
-from .errors import IntegrityError, LockedError, NotFound, QilbeeBackupError, UsageError
+from .errors import IntegrityError, LockedError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
 from .manifest import KIND_RE, SHA256_RE, Manifest, SourceInfo, new_backup_id, parse_backup_id
 from .retention import Duration
 
@@ -50,6 +56,14 @@ _STALE_TAKEOVER = timedelta(minutes=5)
 
 class BackupExists(QilbeeBackupError):
     """A manifest with this backup id is already in the repository."""
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did (or, in a dry run, would do)."""
+
+    removed: list[str]  # shas of the blobs removed
+    locked: dict[str, datetime]  # sha -> lock end, for unreferenced blobs left because they are locked
 
 
 def blob_key(sha256: str) -> str:
@@ -233,9 +247,30 @@ class Repository:
             raise IntegrityError(f"{self.url}/{key} holds backup id {manifest.backup_id}, not {backup_id}")
         return manifest
 
-    def write_manifest(self, manifest: Manifest, *, check_blobs: bool = True) -> None:
+    def retain_until(self, created_at: datetime) -> datetime | None:
+        """Until when a backup made at created_at is locked here; None if this repository locks nothing."""
+        period = self.dest.lock_period
+        if period is None:
+            return None
+        until = created_at.astimezone(timezone.utc) + period
+        if until <= _utcnow():
+            raise UsageError(f"{self.url}: a backup made at {created_at:%Y-%m-%dT%H:%M:%SZ} would be locked only "
+                             f"until {until:%Y-%m-%dT%H:%M:%SZ}, which has passed")
+        return until
+
+    def extend_locks(self, shas: Sequence[str] | set[str], until: datetime | None, *, workers: int = 8) -> int:
+        """Keep every listed blob locked until at least `until` (in parallel); how many were lengthened.
+
+        Blobs are shared between backups: a new backup reusing an old blob must not depend on a lock
+        that ends before its own. NotFound if a blob vanished (a sweep raced us): the backup fails."""
+        if until is None or not shas:
+            return 0
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return sum(pool.map(lambda sha: self.dest.extend_lock(blob_key(sha), until), sorted(shas)))
+
+    def write_manifest(self, manifest: Manifest, *, check_blobs: bool = True, retain_until: datetime | None = None) -> None:
         """Commit a backup. Written only if absent; with check_blobs (default) one fresh listing first
-        proves every blob it names is stored, with the recorded stored size."""
+        proves every blob it names is stored, with the recorded stored size. retain_until: write it locked."""
         if check_blobs:
             sizes = self.blob_sizes()
             for entry in manifest.files:
@@ -247,11 +282,17 @@ class Repository:
                         f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of {entry.path} "
                         f"has {have} bytes, expected {entry.stored_size}"
                     )
-        if not self.dest.put_bytes(manifest_key(manifest.backup_id), manifest.to_json(), if_absent=True):
+        if not self.dest.put_bytes(manifest_key(manifest.backup_id), manifest.to_json(), if_absent=True,
+                                   retain_until=retain_until):
             raise BackupExists(f"backup {manifest.backup_id} already exists in {self.url}")
 
+    def backup_locked_until(self, backup_id: str) -> datetime | None:
+        """When the lock on a backup's manifest ends, if it is locked now."""
+        return self.dest.locked_until(manifest_key(backup_id))
+
     def remove_backup(self, backup_id: str, *, missing_ok: bool = False) -> None:
-        """Forget a backup (its manifest); its blobs go at the next sweep if nothing else uses them."""
+        """Forget a backup (its manifest); its blobs go at the next sweep if nothing else uses them.
+        ObjectLocked (and the backup stays whole) while its manifest is locked."""
         key = manifest_key(backup_id)
         if not missing_ok and self.dest.stat(key) is None:
             raise NotFound(f"backup {backup_id} not found in {self.url}")
@@ -271,9 +312,9 @@ class Repository:
     def blob_sizes(self) -> dict[str, int]:
         return {sha: info.size for sha, info in self.blob_infos().items()}
 
-    def put_blob(self, sha256: str, staged: StagedBlob) -> None:
+    def put_blob(self, sha256: str, staged: StagedBlob, *, retain_until: datetime | None = None) -> None:
         """Upload a staged blob; its stored SHA-256 goes along so the store verifies the bytes."""
-        self.dest.put_file(blob_key(sha256), staged.path, sha256=staged.stored_sha256)
+        self.dest.put_file(blob_key(sha256), staged.path, sha256=staged.stored_sha256, retain_until=retain_until)
 
     def referenced_blobs(self) -> set[str]:
         return {sha for m in self.list_backups() for sha in m.blob_shas()}
@@ -285,23 +326,39 @@ class Repository:
         now: datetime | None = None,
         *,
         dry_run: bool = False,
-    ) -> list[str]:
-        """Delete blobs no manifest references that are older than grace; return their shas.
+        workers: int = 8,
+    ) -> SweepResult:
+        """Delete blobs no manifest references that are older than grace, except those still locked.
 
         referenced=None reads every manifest. The grace period spares blobs of a backup still in
         flight (uploaded, manifest not yet written). A backup that *reuses* an old unreferenced blob
         races with a sweep; write_manifest's check turns that into a failed, retriable backup rather
         than a manifest naming a missing blob. Run sweeps rarely and with a generous grace.
+        Locked blobs (S3 Object Lock) are left and reported; a later sweep takes them.
         """
         if referenced is None:
             referenced = self.referenced_blobs()
         now = now or _utcnow()
         cutoff = grace.before(now) if isinstance(grace, Duration) else now - grace
         doomed = sorted(sha for sha, info in self.blob_infos().items() if sha not in referenced and info.modified < cutoff)
-        if not dry_run:
-            for sha in doomed:
+
+        def sweep_one(sha: str) -> datetime | None:
+            """None once removed (or, in a dry run, removable); else when its lock ends."""
+            until = self.dest.locked_until(blob_key(sha))
+            if until is not None or dry_run:
+                return until
+            try:
                 self.dest.remove(blob_key(sha))
-        return doomed
+            except ObjectLocked:  # locked since we looked (a backup reused it): keep it
+                return self.dest.locked_until(blob_key(sha)) or _utcnow()
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            outcome = dict(zip(doomed, pool.map(sweep_one, doomed)))
+        locked = {sha: until for sha, until in outcome.items() if until is not None}
+        if locked:
+            log.info("%s: %d unreferenced blob(s) are still under object lock; a later sweep removes them", self.url, len(locked))
+        return SweepResult(removed=[sha for sha in doomed if sha not in locked], locked=locked)
 
     # -- locks -------------------------------------------------------------------------
 
@@ -425,6 +482,7 @@ def backup_directory(
         raise UsageError(f"{root} holds no files; refusing to record an empty backup (is the snapshot path right?)")
     for repo in repos:
         repo.init(now)
+    retain = [repo.retain_until(now) for repo in repos]  # per repository: None where nothing is locked
     manifest = Manifest(
         backup_id=backup_id or new_backup_id(now),
         kind=kind,
@@ -460,7 +518,7 @@ def backup_directory(
             for i in lacking[sha]:
                 if failed.is_set():
                     return
-                repos[i].put_blob(sha, staged)
+                repos[i].put_blob(sha, staged, retain_until=retain[i])
                 sizes[i][sha] = staged.stored_size
                 if on_upload:
                     on_upload(repos[i], sha, staged.stored_size)
@@ -483,8 +541,10 @@ def backup_directory(
 
     committed = []
     for i, repo in enumerate(repos):
+        reused = {sha for sha in needed if i not in lacking.get(sha, ())}
+        repo.extend_locks(reused, retain[i], workers=upload_workers)  # before the commit point
         files = [entry.model_copy(update={"stored_size": sizes[i][entry.sha256]}) for entry in entries]
         per_repo = manifest.model_copy(update={"files": files})
-        repo.write_manifest(per_repo)
+        repo.write_manifest(per_repo, retain_until=retain[i])
         committed.append(per_repo)
     return committed[0]

@@ -32,13 +32,20 @@ def open_destination(url: str, **options: Any) -> Destination:
 
     options are S3Options fields. A file destination has no storage classes, encryption
     or transfer tuning, so it accepts and ignores them: one set of options can be given
-    to every repository of a 3-2-1 setup. An unknown option name is a UsageError.
+    to every repository of a 3-2-1 setup. Object lock is the exception: a directory cannot
+    make backups immutable, and immutability silently missing is dangerous, so lock_mode /
+    lock_days on a file repository are a UsageError. An unknown option name is a UsageError.
+    With lock options, opening an S3 destination asks the bucket whether Object Lock is on
+    (DestinationError if not); without them, opening contacts nobody.
     """
     unknown = sorted(set(options) - S3Options.names())
     if unknown:
         raise UsageError(f"unknown destination option(s) {', '.join(unknown)} for {redact_url(str(url))!r}")
     location = parse_url(url)
+    s3_options = S3Options(**options)  # checked for every URL: a typo is an error wherever it is given
     if isinstance(location, S3Location):
-        return S3Destination(location.bucket, location.prefix, S3Options(**options))
+        return S3Destination(location.bucket, location.prefix, s3_options)
     assert isinstance(location, FileLocation)
+    if s3_options.locking:
+        raise UsageError(f"object lock (--lock-days) needs an s3:// repository; {redact_url(str(url))!r} is a directory")
     return FileDestination(location.path, url=url)

@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from qilbee_backup.destinations.base import Destination, ObjectInfo
 from qilbee_backup.destinations.url import TEMP_SUFFIX, check_key, check_prefix, check_sha256_hex, is_temp_name
-from qilbee_backup.errors import DestinationError, IntegrityError, NotFound
+from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, UsageError
 
 COPY_CHUNK = 1024 * 1024
 
@@ -36,13 +36,15 @@ class FileDestination(Destination):
 
     # -- writing --------------------------------------------------------------------
 
-    def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> None:
+    def put_file(self, key: str, path: Path, *, sha256: str | None = None, retain_until: datetime | None = None) -> None:
+        self._refuse_lock(retain_until)
         expected = check_sha256_hex(sha256)
         target = self._path(key)
         with open(path, "rb") as source:  # a missing or unreadable source is the caller's OSError
             self._write_atomically(key, target, _read_chunks(source, key, expected), exclusive=False)
 
-    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False, retain_until: datetime | None = None) -> bool:
+        self._refuse_lock(retain_until)
         return self._write_atomically(key, self._path(key), [bytes(data)], exclusive=if_absent)
 
     def _write_atomically(self, key: str, target: Path, chunks: Iterable[bytes], *, exclusive: bool) -> bool:
@@ -166,6 +168,11 @@ class FileDestination(Destination):
             raise self._error("remove", key, e) from e
 
     # -- helpers --------------------------------------------------------------------
+
+    def _refuse_lock(self, retain_until: datetime | None) -> None:
+        # A directory cannot make a file immutable; storing it unlocked would be a silent lie.
+        if retain_until is not None:
+            raise UsageError(f"{self.url}: object lock needs an s3:// repository; a directory cannot hold locked objects")
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))

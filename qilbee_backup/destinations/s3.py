@@ -11,6 +11,12 @@ for a checksum the store or the download check rejects.
 
 S3 makes each PUT atomic, and a multipart upload appears only when completed (s3transfer
 aborts it on failure), so a failed put leaves no object.
+
+Object Lock (S3Options.lock_mode / lock_days): writes given a ``retain_until`` are stored locked
+(WORM) in that mode; the bucket must have been created with Object Lock. Such a bucket is always
+versioned, where a plain DeleteObject only hides the object behind a delete marker (and "succeeds"
+even while it is locked). So on a lock-enabled bucket ``remove`` refuses a locked object
+(ObjectLocked, the object stays) and otherwise deletes every version of the key, freeing the space.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -41,11 +49,16 @@ from botocore.exceptions import (
 
 from qilbee_backup.destinations.base import Destination, ObjectInfo
 from qilbee_backup.destinations.url import check_key, check_prefix, check_sha256_hex, redact_url
-from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, QilbeeBackupError, UsageError
+from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _PART_MIN, _PART_MAX = 5 * MiB, 5 * 1024 * MiB  # S3's limits on a part (and on a single PUT)
 _SSE_MODES = ("AES256", "aws:kms")
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+_MAX_LOCK_DAYS = 36500  # S3 takes retention up to 100 years
+_FOREVER = datetime.max.replace(tzinfo=timezone.utc)  # what locked_until says for a legal hold
 _NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
 _CHECKSUM_CODES = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 # Bodyless answers (HEAD) carry only the HTTP status as their code.
@@ -71,10 +84,24 @@ class S3Options:
     read_timeout: float = 60.0
     list_page_size: int = 1000  # keys per ListObjectsV2 page (1000 is S3's maximum)
     endpoint_url: str | None = None
-    # Room for object lock (lock_mode, lock_days) when archives need it.
+    # Object Lock: backups written through this destination are immutable for lock_days days from
+    # the backup's time, in GOVERNANCE (removable by whoever holds s3:BypassGovernanceRetention) or
+    # COMPLIANCE (removable by nobody) mode. Both or neither; the bucket must have Object Lock on.
+    lock_mode: str | None = None  # "GOVERNANCE" | "COMPLIANCE" (any case)
+    lock_days: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if isinstance(self.lock_mode, str) and self.lock_mode.upper() in LOCK_MODES:
+            object.__setattr__(self, "lock_mode", self.lock_mode.upper())  # frozen: set once, normalised
+        elif self.lock_mode is not None:
+            problems.append(f"lock_mode must be GOVERNANCE or COMPLIANCE, not {self.lock_mode!r}")
+        if self.lock_days is not None and (
+            not isinstance(self.lock_days, int) or isinstance(self.lock_days, bool) or not 1 <= self.lock_days <= _MAX_LOCK_DAYS
+        ):
+            problems.append(f"lock_days must be a whole number of days from 1 to {_MAX_LOCK_DAYS}, not {self.lock_days!r}")
+        if (self.lock_mode is None) != (self.lock_days is None):
+            problems.append("object lock needs both lock_mode and lock_days (or neither)")
         if self.sse not in (None, *_SSE_MODES):
             problems.append(f"sse must be one of {_SSE_MODES} or None, not {self.sse!r}")
         if self.sse_kms_key_id and self.sse != "aws:kms":
@@ -102,6 +129,10 @@ class S3Options:
     def names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
 
+    @property
+    def locking(self) -> bool:
+        return self.lock_mode is not None and self.lock_days is not None
+
 
 class S3Destination(Destination):
     def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
@@ -112,6 +143,8 @@ class S3Destination(Destination):
         self.options = options or S3Options()
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._bucket_seen = False  # set once HeadBucket proved the bucket exists
+        self._lock_enabled: bool | None = None  # the bucket's Object Lock state, asked once
+        self._lock_question = threading.Lock()
         opts = self.options
         config = Config(
             # total_max_attempts counts the first try; botocore's "max_attempts" key would count retries.
@@ -132,6 +165,12 @@ class S3Destination(Destination):
             use_threads=True,
             preferred_transfer_client="classic",
         )
+        if opts.locking and not self.object_lock_enabled():
+            # Checked at open, before anything is written: a backup believed immutable must be.
+            raise DestinationError(
+                f"{self.url}: bucket {self.bucket!r} has no Object Lock enabled; "
+                "create it with object lock or drop --lock-days"
+            )
 
     def __repr__(self) -> str:
         return f"S3Destination(url={self.url!r})"
@@ -143,26 +182,35 @@ class S3Destination(Destination):
 
     # -- writing --------------------------------------------------------------------
 
-    def put_file(self, key: str, path: Path, *, sha256: str | None = None) -> None:
+    @property
+    def lock_period(self) -> timedelta | None:
+        return timedelta(days=self.options.lock_days) if self.options.locking else None
+
+    def put_file(self, key: str, path: Path, *, sha256: str | None = None, retain_until: datetime | None = None) -> None:
         expected = check_sha256_hex(sha256)
         full_key = self._full_key(key)
+        lock_args = self._lock_args(retain_until)
         size = os.stat(path).st_size  # a missing source is the caller's OSError, as for files
         if size < self.options.multipart_threshold:
             # An error reading the source comes out as the OSError it is (botocore reads the
             # body to hash and sign it, and urllib3 hands read errors back untouched).
             with open(path, "rb") as source, self._errors("PutObject", key):
-                self._client.put_object(Bucket=self.bucket, Key=full_key, Body=source, **self._put_args(expected))
+                self._client.put_object(Bucket=self.bucket, Key=full_key, Body=source, **self._put_args(expected), **lock_args)
         else:
             # Parallel multipart upload. Each part carries its SHA-256, which S3 checks; a
             # whole-object SHA-256 cannot be given for multipart, so `sha256` is not sent here.
             with self._errors("upload", key):
                 self._client.upload_file(
-                    str(path), self.bucket, full_key, ExtraArgs=self._put_args(None), Config=self._transfer
+                    str(path), self.bucket, full_key, ExtraArgs={**self._put_args(None), **lock_args}, Config=self._transfer
                 )
+            if retain_until is not None:
+                # S3 locks a multipart upload from CreateMultipartUpload's headers; some stores
+                # (moto among them) ignore those, so make sure the lock is really there.
+                self.extend_lock(key, retain_until)
 
-    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = False, retain_until: datetime | None = None) -> bool:
         data = bytes(data)
-        args = self._put_args(hashlib.sha256(data).hexdigest())
+        args = {**self._put_args(hashlib.sha256(data).hexdigest()), **self._lock_args(retain_until)}
         if if_absent:
             args["IfNoneMatch"] = "*"  # S3 conditional write: refused with 412 if the key exists
         for attempt in range(3):
@@ -202,6 +250,85 @@ class S3Destination(Destination):
         if self.options.sse_kms_key_id:
             args["SSEKMSKeyId"] = self.options.sse_kms_key_id
         return args
+
+    def _lock_args(self, retain_until: datetime | None) -> dict[str, Any]:
+        if retain_until is None:
+            return {}
+        if not self.options.locking:
+            raise UsageError(f"{self.url}: a locked write needs lock_mode and lock_days on this destination")
+        return {"ObjectLockMode": self.options.lock_mode, "ObjectLockRetainUntilDate": _utc(retain_until)}
+
+    # -- object lock ----------------------------------------------------------------
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock on (asked once per destination)."""
+        with self._lock_question:
+            if self._lock_enabled is None:
+                self._lock_enabled = self._ask_object_lock()
+            return self._lock_enabled
+
+    def _ask_object_lock(self) -> bool:
+        try:
+            answer = self._client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as e:
+            code = _code(e)
+            if code == "ObjectLockConfigurationNotFoundError":
+                return False  # never enabled
+            if self.options.locking or code == "NoSuchBucket":
+                raise self._error("GetObjectLockConfiguration", None, e) from e
+            # Without lock options the answer only helps remove objects well (a denied permission,
+            # a store without the API): carry on with plain deletes, as before, and say so once.
+            log.warning("%s: cannot read the bucket's Object Lock configuration (%s); "
+                        "treating it as a bucket without object lock", self.url, code)
+            return False
+        except (BotoCoreError, Boto3Error) as e:
+            raise self._error("GetObjectLockConfiguration", None, e) from e
+        config = answer.get("ObjectLockConfiguration", {})
+        if config.get("Rule", {}).get("DefaultRetention"):
+            # S3 then locks every object, our lock files too, which must stay removable.
+            log.warning("%s: the bucket has a default Object Lock retention; lock files will be locked too and "
+                        "cannot be released (remove the default rule and use --lock-days instead)", self.url)
+        return config.get("ObjectLockEnabled") == "Enabled"
+
+    def locked_until(self, key: str) -> datetime | None:
+        """When the object's lock ends (datetime.max for a legal hold); None if it is not locked now."""
+        if not self.object_lock_enabled():
+            return None
+        head = self._head_lock(key)
+        return None if head is None else _lock_end(head)
+
+    def extend_lock(self, key: str, until: datetime) -> bool:
+        """Keep the object locked until at least `until`; True if its retention had to be lengthened.
+
+        A retention still running keeps its mode (COMPLIANCE cannot be weakened; extending never
+        needs a bypass); an ended or absent one gets this destination's mode. NotFound if missing.
+        """
+        until = _utc(until)
+        head = self._head_lock(key)
+        if head is None:
+            raise NotFound(f"{self._where(key)}: no such object")
+        current = head.get("ObjectLockRetainUntilDate")
+        if current is not None and current >= until:
+            return False
+        running = current is not None and current > datetime.now(timezone.utc)
+        mode = head.get("ObjectLockMode") if running and head.get("ObjectLockMode") else self.options.lock_mode
+        if mode is None:
+            raise UsageError(f"{self.url}: extending a lock needs lock_mode and lock_days on this destination")
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._full_key(key),
+                                "Retention": {"Mode": mode, "RetainUntilDate": until}}
+        if head.get("VersionId"):
+            args["VersionId"] = head["VersionId"]  # the version we looked at, not a newer one
+        with self._errors("PutObjectRetention", key):
+            self._client.put_object_retention(**args)
+        return True
+
+    def _head_lock(self, key: str) -> dict[str, Any] | None:
+        """HEAD of the object (moto has no GetObjectRetention; HEAD carries the lock too), or None."""
+        try:
+            with self._errors("HeadObject", key):
+                return self._client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+        except NotFound:
+            return None
 
     # -- reading --------------------------------------------------------------------
 
@@ -248,8 +375,48 @@ class S3Destination(Destination):
     # -- removing -------------------------------------------------------------------
 
     def remove(self, key: str) -> None:
-        with self._errors("DeleteObject", key):
-            self._client.delete_object(Bucket=self.bucket, Key=self._full_key(key))
+        check_key(key)  # a bad key is refused before anything is asked of S3
+        if not self.object_lock_enabled():
+            with self._errors("DeleteObject", key):
+                self._client.delete_object(Bucket=self.bucket, Key=self._full_key(key))
+            return
+        head = self._head_lock(key)
+        until = None if head is None else _lock_end(head)
+        if until is not None:
+            raise self._locked(key, until)
+        refused = self._delete_versions(key)
+        if refused and head is not None:
+            # Locked between our look and the delete (a retention was just extended), or an older
+            # version is locked and is now the current one: either way the key is still there.
+            raise ObjectLocked(f"{self._where(key)}: cannot remove: a version is under object lock ({refused})")
+
+    def _delete_versions(self, key: str) -> str | None:
+        """Delete every version and delete marker of the key; the refusal S3 gave, if any."""
+        full_key = self._full_key(key)
+        paginator = self._client.get_paginator("list_object_versions")
+        with self._errors("ListObjectVersions", key):
+            versions = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=full_key)
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+                if v["Key"] == full_key  # the prefix also matches longer keys
+            ]
+        refused = None
+        for start in range(0, len(versions), 1000):  # DeleteObjects takes up to 1000 keys
+            with self._errors("DeleteObjects", key):
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": versions[start : start + 1000], "Quiet": True}
+                )
+            for error in answer.get("Errors", []):
+                message = " ".join(str(error.get("Message", "")).split())
+                if error.get("Code") != "AccessDenied" or "lock" not in message.lower():
+                    raise DestinationError(f"{self._where(key)}: DeleteObjects failed: {error.get('Code')}: {message}")
+                refused = f"{error.get('Code')}: {message}"
+        return refused
+
+    def _locked(self, key: str, until: datetime) -> ObjectLocked:
+        when = "under legal hold" if until == _FOREVER else f"locked until {until:%Y-%m-%dT%H:%M:%SZ}"
+        return ObjectLocked(f"{self._where(key)}: cannot remove: {when} (S3 Object Lock)")
 
     def close(self) -> None:
         self._client.close()
@@ -321,6 +488,22 @@ class S3Destination(Destination):
             raise self._error("HeadBucket", None, e) from e
         self._bucket_seen = True
         return True
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise UsageError(f"retain-until {moment!r} needs a time zone")
+    return moment.astimezone(timezone.utc)
+
+
+def _lock_end(head: dict[str, Any]) -> datetime | None:
+    """When the lock HEAD reports ends, if it has not ended yet (by this machine's clock)."""
+    if head.get("ObjectLockLegalHoldStatus") == "ON":
+        return _FOREVER
+    until = head.get("ObjectLockRetainUntilDate")
+    if head.get("ObjectLockMode") and until is not None and until > datetime.now(timezone.utc):
+        return until.astimezone(timezone.utc)
+    return None
 
 
 def _code(error: ClientError) -> str:

@@ -26,10 +26,13 @@ MiB = 1024 * 1024
 TRANSFER = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB, "max_concurrency": 4, "list_page_size": 50}
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "s3-object-lock"])
 def dest(request, tmp_path) -> Destination:
     if request.param == "file":
         url = (tmp_path / "repo").as_uri()  # file:///…; FileDestination ignores the S3 options
+    elif request.param == "s3-object-lock":
+        # A lock-enabled bucket is versioned: removing must still make objects (and their space) go.
+        url = f"s3://{request.getfixturevalue('s3_bucket_factory')(object_lock=True)}/repo"
     else:
         url = request.getfixturevalue("s3_repo_url")
     destination = open_destination(url, **TRANSFER)

@@ -158,8 +158,8 @@ def test_sweep_respects_grace_and_references(repo, snapshot, tmp_path):
     repo.remove_backup(forgotten.backup_id)
     orphan = hashlib.sha256(b"only in the forgotten backup").hexdigest()
 
-    assert repo.sweep(grace=timedelta(hours=1)) == []  # uploaded seconds ago: a backup may be in flight
+    assert repo.sweep(grace=timedelta(hours=1)).removed == []  # uploaded seconds ago: a backup may be in flight
     later = datetime.now(UTC) + timedelta(hours=3)
-    assert repo.sweep(grace=timedelta(hours=1), now=later) == [orphan]
+    assert repo.sweep(grace=timedelta(hours=1), now=later).removed == [orphan]
     assert set(repo.blob_sizes()) == kept.blob_shas()
     assert verify_backup(repo, kept, read_data=True).ok

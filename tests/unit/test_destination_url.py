@@ -154,8 +154,8 @@ def test_file_destination_ignores_s3_options(tmp_path):
 
 
 def test_unknown_option_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="lock_mode"):
-        open_destination("s3://bucket/repo", lock_mode="COMPLIANCE")
+    with pytest.raises(UsageError, match="lock_hours"):
+        open_destination("s3://bucket/repo", lock_hours=24)
     with pytest.raises(UsageError, match="storage_clas"):
         open_destination(str(tmp_path), storage_clas="STANDARD_IA")
 

@@ -198,15 +198,16 @@ def test_sweep_removes_only_unreferenced_blobs_older_than_the_grace(repo, snapsh
     repo.remove_backup(forgotten.backup_id)
     orphan = hashlib.sha256(b"referenced only by the backup we forget").hexdigest()
 
-    assert repo.sweep(grace=timedelta(hours=1)) == []  # just written: in its grace period
+    assert repo.sweep(grace=timedelta(hours=1)).removed == []  # just written: in its grace period
     later = datetime.now(UTC) + timedelta(hours=2)
-    assert repo.sweep(grace=timedelta(hours=1), now=later, dry_run=True) == [orphan]
+    assert repo.sweep(grace=timedelta(hours=1), now=later, dry_run=True).removed == [orphan]
     assert orphan in repo.blob_sizes()
-    assert repo.sweep(grace=timedelta(hours=1), now=later) == [orphan]
+    swept = repo.sweep(grace=timedelta(hours=1), now=later)
+    assert (swept.removed, swept.locked) == ([orphan], {})  # a directory locks nothing
     assert set(repo.blob_sizes()) == keep.blob_shas()
     assert verify_backup(repo, keep).ok
     # An explicit reference set is honoured too (the caller may know of in-flight work).
-    assert repo.sweep(keep.blob_shas(), timedelta(0), later) == []
+    assert repo.sweep(keep.blob_shas(), timedelta(0), later).removed == []
 
 
 # -- locks ----------------------------------------------------------------------------------
