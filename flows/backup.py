@@ -12,12 +12,25 @@ from prefect import flow, get_run_logger
 
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.errors import IntegrityError
+from qilbee_backup.destinations.url import S3Location, parse_url
+from qilbee_backup.errors import IntegrityError, UsageError
 from qilbee_backup.manifest import SourceInfo
 from flows.parameters import Retention, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_table
 from tasks.secrets import resolve_api_key
+
+
+def _lock_options(url: str, lock_days: int | None, lock_mode: str, repos: list[str]) -> dict:
+    """Object Lock applies to the S3 repositories of a fan-out; a local copy cannot be locked, and says so."""
+    if not lock_days:
+        return {}
+    if isinstance(parse_url(url), S3Location):
+        return {"lock_days": lock_days, "lock_mode": lock_mode}
+    if not any(isinstance(parse_url(u), S3Location) for u in repos):
+        raise UsageError("object lock (--lock-days) needs an s3:// repository; none of the repositories is one")
+    get_run_logger().warning("%s is not S3: its copy of the backup is not locked", url)
+    return {}
 
 
 @flow(name="backup")
@@ -64,10 +77,9 @@ def backup(
     logger = get_run_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
-    if lock_days:
-        s3_options.update(lock_days=lock_days, lock_mode=lock_mode)
     rules = retention_rules(retention)
-    repositories = [pipeline.open_repository(url, **s3_options) for url in repos]
+    repositories = [pipeline.open_repository(url, **s3_options, **_lock_options(url, lock_days, lock_mode, repos))
+                    for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     spool = Path(tempfile.mkdtemp(prefix="qilbee-spool-"))
     try:

@@ -74,6 +74,8 @@ def prune(repo: str, kind: str | None = None, retention: Retention | None = None
                  [{"backup_id": k["backup_id"], "kind": k["kind"], "decision": "keep", "reasons": ", ".join(k["reasons"])}
                   for k in result["kept"]]
                  + [{"backup_id": r["backup_id"], "kind": r["kind"], "decision": "remove", "reasons": ""}
-                    for r in result["removed"]],
+                    for r in result["removed"]]
+                 + [{"backup_id": r["backup_id"], "kind": r["kind"], "decision": "locked", "reasons": r["reason"]}
+                    for r in result["locked"]],
                  f"prune {repo}{' (dry run)' if dry_run else ''}")
     return result

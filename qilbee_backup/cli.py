@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from .destinations.url import parse_url
+from .destinations.url import S3Location, parse_url
 from .errors import QilbeeBackupError, UsageError
 
 API_KEY_ENV = "QILBEE_API_KEY"
@@ -179,8 +179,9 @@ def _run_command(args: argparse.Namespace) -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.command == "backup":
-        for url in args.repo:
-            parse_url(url)
+        locations = [parse_url(url) for url in args.repo]
+        if args.lock_days and not any(isinstance(loc, S3Location) for loc in locations):
+            raise UsageError("object lock (--lock-days) needs an s3:// repository; none of the repositories is one")
         if args.api_key:
             os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
         from flows.backup import backup

@@ -58,6 +58,9 @@ def verify(repo, backup_id: str, read_data: bool = False) -> dict:
 def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool) -> dict:
     logger = get_run_logger()
     result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run)
-    logger.info("%s: kept %d, removed %d backups, swept %d blobs%s", repo.url, len(result["kept"]),
-                len(result["removed"]), result["blobs_removed"], " (dry run)" if dry_run else "")
+    logger.info("%s: kept %d, removed %d, locked %d backups; swept %d blobs (%d still locked)%s", repo.url,
+                len(result["kept"]), len(result["removed"]), len(result["locked"]), result["blobs_removed"],
+                result["blobs_locked"], " (dry run)" if dry_run else "")
+    for locked in result["locked"]:
+        logger.info("%s: kept %s: %s", repo.url, locked["backup_id"], locked["reason"])
     return result
