@@ -1,8 +1,12 @@
-"""Restore a backup into a data directory, checked file by file.
+"""Restore a backup (or a monthly archive) into a data directory, checked file by file.
 
 Into a directory that already holds data (an existing instance) the old data is moved aside, never
 deleted until the restored data passes its checks on a running server; on any failure the old
 data is put back and the instance restarted as it was.
+
+An archive in a cold storage class (GLACIER, DEEP_ARCHIVE) is retrieved first, before any container
+is stopped: the flow starts the retrieval and waits for it, or with retrieval_wait=0 stops at once
+saying the retrieval was started and to run again later.
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from qilbee_backup import archive as archives
 from qilbee_backup import pipeline, recovery
 from qilbee_backup.client import QilbeeClient
+from qilbee_backup.cold_storage import check_retrieval_options
+from qilbee_backup.errors import UsageError
 from qilbee_backup.provision import open_provisioner
+from tasks import archive as archive_steps
 from tasks import recovery as steps
 from tasks.artifacts import publish_table
 
@@ -29,12 +37,44 @@ def restore(
     source: str | None = None,
     server_cmd: str | None = None,
     check: bool = True,
+    archive: str | None = None,
+    retrieval_wait: float = 12 * 3600.0,
+    retrieval_tier: str = "Standard",
+    retrieval_days: int = 7,
+    retrieval_poll: float = 60.0,
 ) -> dict:
-    """Restore `backup` (an id or latest) into data_dir; with replace, swap out the data there."""
+    """Restore a backup (an id or latest), or an archive, into data_dir; with replace, swap out the data there.
+
+    Args:
+        repo: Repository URL (a path, file:///path or s3://bucket/prefix).
+        data_dir: Directory to restore into: missing or empty, or holding data with replace (or container).
+        backup: The backup to restore: an id or latest. Not used with archive.
+        kind: With latest (backup or archive): the newest of this series.
+        replace: data_dir holds data: move it aside, and put it back if the restored data fails its check.
+        container: Docker container using data_dir: stopped, restored into, started again and checked.
+        source: The container's URL for the check (default http://127.0.0.1:7474).
+        server_cmd: Server command to check the restored data with ({data_dir}, {port}, {host}); default: the emulator.
+        check: Start a throwaway server on the restored data and compare its figures with the backup's.
+        archive: Restore this archive (an id or latest) from the repository's archives/ instead of a backup.
+        retrieval_wait: Seconds to wait for an archive in GLACIER or DEEP_ARCHIVE to be retrieved (Standard tier: hours). 0: start the retrieval and stop; run again later.
+        retrieval_tier: S3 retrieval tier: Expedited (GLACIER only, minutes), Standard or Bulk (cheapest, slowest).
+        retrieval_days: Days the retrieved copy stays readable in S3.
+        retrieval_poll: Seconds between two looks at a running retrieval.
+    """
     logger = get_run_logger()
     repository = pipeline.open_repository(repo)
-    manifest = repository.load(backup, kind=kind)
     target = Path(data_dir).resolve()
+    record = None
+    if archive is not None:
+        if backup not in ("latest", None):
+            raise UsageError("give a backup or an archive to restore, not both")
+        check_retrieval_options(wait_s=retrieval_wait, poll_s=retrieval_poll, days=retrieval_days, tier=retrieval_tier)
+        record = archives.load_archive(repository, archive, kind=kind)
+        manifest = record.manifest
+        # Before any container is stopped: a retrieval from cold storage can take hours.
+        archive_steps.retrieve(repository, record, retrieval_wait, retrieval_poll, retrieval_days, retrieval_tier)
+    else:
+        manifest = repository.load(backup, kind=kind)
     stopped = None
     if container:
         import docker
@@ -43,7 +83,10 @@ def restore(
         logger.info("stopping container %s before restoring into its data directory", container)
         stopped.stop(timeout=30)
     try:
-        restored = steps.restore(repository, manifest, target, replace_existing=replace or bool(container))
+        if record is not None:
+            restored = archive_steps.restore(repository, record, target, replace_existing=replace or bool(container))
+        else:
+            restored = steps.restore(repository, manifest, target, replace_existing=replace or bool(container))
         integrity = None
         try:
             if stopped is not None:
@@ -70,7 +113,8 @@ def restore(
             if stopped.status != "running":
                 stopped.start()  # restarted as it was, whatever happened
     result = {
-        "backup_id": manifest.backup_id, "data_dir": str(target), "files": restored.files, "bytes": restored.bytes,
+        "backup_id": manifest.backup_id, "restored_from": "archive" if record is not None else "backup",
+        "data_dir": str(target), "files": restored.files, "bytes": restored.bytes,
         "bytes_downloaded": restored.bytes_downloaded, "duration_s": round(restored.duration_s, 3),
         "replaced_existing": restored.swap is not None, "integrity": integrity.to_dict() if integrity else None,
     }
