@@ -92,9 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retention(b)
     _add_json(b)
 
-    ls = sub.add_parser("list", help="list the backups in a repository")
+    a = sub.add_parser("archive", help="monthly cold-storage archive: snapshot → tar + zstd → upload in a storage class → verify → prune")
+    a.add_argument("--source", default="http://127.0.0.1:7474", metavar="URL", help="the QilbeeDB server")
+    _add_repo(a, many=True)
+    a.add_argument("--mode", choices=("auto", "online", "offline"), default="auto")
+    a.add_argument("--container", metavar="NAME", help="Docker container running QilbeeDB (offline mode, path mapping)")
+    a.add_argument("--data-path", metavar="HOST_DIR", help="where the server's data directory is readable here")
+    a.add_argument("--kind", default="monthly", help="the archive series (retention and 'latest' work per series)")
+    a.add_argument("--api-key", help=f"API key for the admin routes (or set {API_KEY_ENV})")
+    a.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
+    a.add_argument("--storage-class", default="GLACIER", metavar="CLASS",
+                   help="S3 storage class of the archive file (GLACIER, DEEP_ARCHIVE, GLACIER_IR, ...); ignored for directories")
+    a.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
+    a.add_argument("--read-data", action="store_true", help="re-read the uploaded archive where that needs no retrieval")
+    a.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
+    a.add_argument("--spool-dir", metavar="DIR", help="where the archive file is built before upload (room for one compressed copy)")
+    _add_retention(a)  # none given: the flow's default, 12 months
+    _add_json(a)
+
+    ls = sub.add_parser("list", help="list the backups (or archives) in a repository")
     _add_repo(ls)
     ls.add_argument("--kind", help="only this series")
+    ls.add_argument("--archives", action="store_true", help="list the cold-storage archives instead of the backups")
     _add_json(ls)
 
     v = sub.add_parser("verify", help="check that every blob a backup needs is there (and intact, with --read-data)")
@@ -121,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--source", metavar="URL", help="the container's URL for the check (default http://127.0.0.1:7474)")
     rs.add_argument("--server-cmd", metavar="CMD", help="server to check the restored data with ({data_dir}, {port}, {host}); default: the emulator")
     rs.add_argument("--no-check", action="store_true", help="skip starting a server on the restored data to compare its figures")
+    rs.add_argument("--archive", metavar="ID", help="restore a cold-storage archive (an id or 'latest') instead of a backup")
+    rs.add_argument("--retrieval-wait", type=float, default=43200, metavar="SECONDS",
+                    help="archive in GLACIER/DEEP_ARCHIVE: wait this long for its retrieval; 0 starts it and stops (exit 75): run again later")
+    rs.add_argument("--retrieval-tier", choices=("Expedited", "Standard", "Bulk"), default="Standard")
+    rs.add_argument("--retrieval-days", type=_positive_int, default=7, metavar="DAYS", help="how long the retrieved copy stays readable")
     _add_json(rs)
 
     for name, helptext in (("dr", "disaster recovery: provision → restore → integrity check → DNS switch → resume"),
@@ -193,6 +217,23 @@ def _run_command(args: argparse.Namespace) -> Any:
             lock_days=args.lock_days, lock_mode=args.lock_mode,
             read_data=args.read_data, lock_wait=args.lock_wait, retention=_retention_from(args) or None,
         )
+    if args.command == "archive":
+        for url in args.repo:
+            parse_url(url)
+        if args.api_key:
+            os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
+        from flows.archive import archive
+
+        rules = _retention_from(args)
+        return archive(source=args.source, repos=args.repo, mode=args.mode, container=args.container,
+                       data_path=args.data_path, kind=args.kind, storage_class=args.storage_class, sse=args.sse,
+                       api_key_env=API_KEY_ENV, api_key_secret=args.api_key_secret, read_data=args.read_data,
+                       lock_wait=args.lock_wait, spool_dir=args.spool_dir, **({"retention": rules} if rules else {}))
+    if args.command == "list" and args.archives:
+        parse_url(args.repo)
+        from flows.archive import list_archives
+
+        return list_archives(repo=args.repo, kind=args.kind)
     if args.command == "list":
         parse_url(args.repo)
         from flows.maintenance import list_backups
@@ -220,7 +261,9 @@ def _run_command(args: argparse.Namespace) -> Any:
         from flows.restore import restore
 
         return restore(repo=args.repo, data_dir=args.data_dir, backup=args.backup, kind=args.kind, replace=args.replace,
-                       container=args.container, source=args.source, server_cmd=args.server_cmd, check=not args.no_check)
+                       container=args.container, source=args.source, server_cmd=args.server_cmd, check=not args.no_check,
+                       archive=args.archive, retrieval_wait=args.retrieval_wait, retrieval_tier=args.retrieval_tier,
+                       retrieval_days=args.retrieval_days)
     if args.command in ("dr", "drill"):
         parse_url(args.repo)
         common = dict(repo=args.repo, provider=args.provider, backup=args.backup, kind=args.kind, server_cmd=args.server_cmd,

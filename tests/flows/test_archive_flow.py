@@ -88,3 +88,28 @@ def test_a_damaged_archive_fails_the_restore_at_once_and_keeps_the_existing_data
     assert time.monotonic() - started < 25  # damage is not retried (only a failing store is)
     assert [p.name for p in existing.iterdir()] == ["precious.sst"]
     assert not [p for p in tmp_path.iterdir() if ".qilbee-restore-" in p.name or ".qilbee-previous-" in p.name]
+
+
+def test_the_cli_archives_to_glacier_lists_and_restores_it(run_cli, emulator, s3_repo_url, tmp_path):
+    import json
+
+    made = run_cli("archive", "--source", emulator.url, "--repo", s3_repo_url, "--storage-class", "GLACIER", "--json")
+    assert made.returncode == 0, made.stderr
+    archive_id = json.loads(made.stdout)["archive_id"]
+    listed = run_cli("list", "--repo", s3_repo_url, "--archives", "--json")
+    assert [a["archive_id"] for a in json.loads(listed.stdout)] == [archive_id]
+
+    target = tmp_path / "restored"
+    pending = run_cli("restore", "--repo", s3_repo_url, "--archive", "latest", "--data-dir", str(target),
+                      "--retrieval-wait", "0")
+    assert pending.returncode == 75, pending.stderr  # EX_TEMPFAIL: come back later
+    errors = [line for line in pending.stderr.splitlines() if line.startswith("qilbee-backup: error:")]
+    assert len(errors) == 1 and "retrieval started" in errors[0]
+    assert not target.exists() and pending.stdout == ""
+
+    done = run_cli("restore", "--repo", s3_repo_url, "--archive", "latest", "--data-dir", str(target), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["restored_from"] == "archive" and result["integrity"]["ok"] is True
+    snapshot = emulator.data_dir / "snapshots" / json.loads(made.stdout)["snapshot_id"]
+    assert content_digest(target) == content_digest(snapshot)

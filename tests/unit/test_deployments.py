@@ -31,7 +31,7 @@ DEPLOYMENTS = {d["name"]: d for d in CONFIG["deployments"]}
 EXPECTED_FLOWS = {
     "nightly-backup": "backup",
     "weekly-full": "backup",
-    "monthly-archive": "backup",
+    "monthly-archive": "archive",
     "weekly-verify": "verify",
     "restore-drill": "restore-drill",
     "disaster-recovery": "disaster-recovery",
