@@ -22,6 +22,9 @@ One restore per target at a time: ``.<name>.qilbee-restore.lock`` beside the tar
 for the run (and for commit/rollback); the empty lock file is left in place on purpose (deleting
 lock files races). Under that lock, temporary and discard directories left by a killed run are
 known garbage (they only ever hold copies) and are removed.
+
+``staged_restore`` is that machinery on its own (lock, checks, temporary directory, fsync, rename,
+Swap): restore_backup fills it from blobs, the archive restore from a tar stream.
 """
 
 from __future__ import annotations
@@ -186,39 +189,48 @@ def restore_backup(
     restore into target runs; the target is then untouched.
     """
     started = time.monotonic()
-    target = _absolute(target)
-    backup_id = str(manifest.backup_id)
-    groups = _plan(manifest)
     if workers < 1:
         raise UsageError(f"workers must be at least 1, not {workers}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _target_lock(target):
-        _refuse_pending_swaps(target)
-        _check_target(target, replace_existing)
-        _clear_garbage(target)
-        temp = _sibling(target, _RESTORE_INFIX, backup_id)
-        os.mkdir(temp, 0o700)  # private until complete; given the final mode just before the rename
-        try:
-            downloaded = _fill(repo, backup_id, groups, temp, workers, progress)
-            _fsync_tree(temp, groups)
-            swap = _put_in_place(temp, target, backup_id, replace_existing)
-        except BaseException:
-            _remove_tree(temp)
-            raise
-    files = sum(len(entries) for entries in groups.values())
-    total = sum(entries[0].size * len(entries) for entries in groups.values())
-    result = RestoreResult(backup_id, target, files, total, downloaded, time.monotonic() - started, swap)
+    with staged_restore(target, manifest, replace_existing=replace_existing) as staging:
+        downloaded = _fill(repo, staging, workers, progress)
+    checked, swap = staging.plan, staging.swap
+    result = RestoreResult(
+        checked.backup_id, staging.target, checked.files, checked.bytes, downloaded, time.monotonic() - started, swap
+    )
     log.info(
         "restored backup %s into %s: %d files, %d bytes (%d downloaded) in %.1fs%s",
-        backup_id, target, files, total, downloaded, result.duration_s,
+        checked.backup_id, staging.target, checked.files, checked.bytes, downloaded, result.duration_s,
         f"; previous data kept in {swap.previous} until the swap is committed" if swap else "",
     )
     return result
 
 
-def _plan(manifest: Manifest) -> dict[str, list[FileEntry]]:
-    """Files grouped by content, largest first (so the pool ends evenly). Re-checks what
-    Manifest validation checks: a manifest built or altered without it must not escape the target."""
+# -- the shared staging: plan, lock, temporary directory, put in place ---------------------
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A manifest's files, checked safe to write: grouped by content, largest first."""
+
+    backup_id: str
+    groups: dict[str, list[FileEntry]]  # SHA-256 -> every file with that content
+    directories: frozenset[str]  # every parent directory the files need ("a", "a/b"; not the root)
+
+    @property
+    def files(self) -> int:
+        return sum(len(entries) for entries in self.groups.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(entries[0].size * len(entries) for entries in self.groups.values())
+
+
+def plan(manifest: Manifest) -> RestorePlan:
+    """Check and group the files to restore (largest content first, so a worker pool ends evenly).
+
+    Re-checks what Manifest validation checks: a manifest built or altered without it must not
+    escape the target. IntegrityError names the backup and the first bad entry.
+    """
     backup_id = manifest.backup_id
     if not isinstance(backup_id, str) or not BACKUP_ID_RE.fullmatch(backup_id):
         raise IntegrityError(f"refusing to restore: malformed backup id {backup_id!r}")
@@ -229,7 +241,10 @@ def _plan(manifest: Manifest) -> dict[str, list[FileEntry]]:
     paths: set[str] = set()
     directories: set[str] = set()
     for entry in files:
-        path = _safe_path(backup_id, entry.path)
+        try:
+            path = safe_path(entry.path)
+        except IntegrityError as exc:
+            raise IntegrityError(f"refusing to restore backup {backup_id}: {exc}") from None
         if path in paths:
             raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} appears twice")
         paths.add(path)
@@ -248,35 +263,96 @@ def _plan(manifest: Manifest) -> dict[str, list[FileEntry]]:
     clash = sorted(paths & directories)
     if clash:
         raise IntegrityError(f"refusing to restore backup {backup_id}: {clash[0]!r} is both a file and a directory")
-    return dict(sorted(groups.items(), key=lambda item: (-item[1][0].size, item[1][0].path)))
+    ordered = dict(sorted(groups.items(), key=lambda item: (-item[1][0].size, item[1][0].path)))
+    return RestorePlan(backup_id, ordered, frozenset(directories))
 
 
-def _safe_path(backup_id: str, path: object) -> str:
+def safe_path(path: object) -> str:
+    """path itself when it is a normal relative path that stays below the target, else IntegrityError."""
     if not isinstance(path, str):
-        raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} is not text")
+        raise IntegrityError(f"file path {path!r} is not text")
     try:
         normal = check_relative_path(path)
     except ValueError as exc:
-        raise IntegrityError(f"refusing to restore backup {backup_id}: {exc}") from None
+        raise IntegrityError(str(exc)) from None
     root = "/qilbee-restore-root"
     if normal != path or not os.path.normpath(os.path.join(root, path)).startswith(root + "/"):
-        raise IntegrityError(f"refusing to restore backup {backup_id}: file path {path!r} would leave the target")
+        raise IntegrityError(f"file path {path!r} would leave the target")
     return path
+
+
+class Staging:
+    """A restore in progress: the private directory beside the target, for the caller to fill.
+
+    Every file goes through create_file and, once written, finish_file. After the ``with`` block
+    of staged_restore, ``swap`` is the Swap when data already in the target was moved aside.
+    """
+
+    def __init__(self, target: Path, plan: RestorePlan, root_fd: int) -> None:
+        self.target = target
+        self.plan = plan
+        self.swap: Swap | None = None
+        self._root_fd = root_fd
+
+    def create_file(self, path: str) -> int:
+        """A new file at path (an fd, read-write), parents created; never through a symlink or out of the tree."""
+        return _create_file(self._root_fd, path)
+
+
+@contextmanager
+def staged_restore(target: Path | str, manifest: Manifest, *, replace_existing: bool = False) -> Iterator[Staging]:
+    """Everything of a restore but the writing: yields a Staging to fill with the manifest's files.
+
+    Before the block: the manifest is checked (plan), the target locked and checked (missing or
+    empty; holding data only with replace_existing), leftovers of killed runs removed, the
+    temporary directory made. When the block ends normally every directory is fsynced and the tree
+    renamed into place (staging.swap set when old data was moved aside); when it raises, the
+    temporary directory is removed and the target is untouched.
+    Raises IntegrityError, RestoreBlocked, LockedError, UsageError as restore_backup does.
+    """
+    target = _absolute(target)
+    checked = plan(manifest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _target_lock(target):
+        _refuse_pending_swaps(target)
+        _check_target(target, replace_existing)
+        _clear_garbage(target)
+        temp = _sibling(target, _RESTORE_INFIX, checked.backup_id)
+        os.mkdir(temp, 0o700)  # private until complete; given the final mode just before the rename
+        try:
+            root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                staging = Staging(target, checked, root_fd)
+                yield staging
+            finally:
+                os.close(root_fd)
+            _fsync_tree(temp, checked)
+            staging.swap = _put_in_place(temp, target, checked.backup_id, replace_existing)
+        except BaseException:
+            _remove_tree(temp)
+            raise
+
+
+def finish_file(fd: int, mode: int) -> None:
+    """Give a written file its mode (no special bits) and make its content durable."""
+    os.fchmod(fd, mode & _MODE_MASK)
+    os.fsync(fd)
+
+
+def check_content(entry: FileEntry, size: int, sha256: str) -> None:
+    """IntegrityError when what was written is not the manifest's content for entry."""
+    if size != entry.size:
+        raise IntegrityError(f"content is {size} bytes, the manifest says {entry.size}")
+    if sha256 != entry.sha256:
+        raise IntegrityError(f"content hashes to {sha256}, the manifest says {entry.sha256}")
 
 
 # -- fetching and writing --------------------------------------------------------------------
 
 
-def _fill(
-    repo: Repository,
-    backup_id: str,
-    groups: dict[str, list[FileEntry]],
-    temp: Path,
-    workers: int,
-    progress: Progress | None,
-) -> int:
-    """Fetch every content into temp; return the stored bytes downloaded. First failure wins."""
-    root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _fill(repo: Repository, staging: Staging, workers: int, progress: Progress | None) -> int:
+    """Fetch every content into the staging; return the stored bytes downloaded. First failure wins."""
+    backup_id = staging.plan.backup_id
     cancelled = threading.Event()
     lock = threading.Lock()
     done = {"files": 0, "bytes": 0, "downloaded": 0}
@@ -286,7 +362,7 @@ def _fill(
             return
         at = [entries[0].path]  # the file being written, for the error message
         try:
-            downloaded = _restore_content(repo, root_fd, sha, entries, cancelled, at)
+            downloaded = _restore_content(repo, staging, sha, entries, cancelled, at)
         except _Cancelled:
             return
         except Exception as exc:
@@ -304,7 +380,7 @@ def _fill(
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qilbee-restore")
     try:
-        futures = [pool.submit(restore_one, sha, entries) for sha, entries in groups.items()]
+        futures = [pool.submit(restore_one, sha, entries) for sha, entries in staging.plan.groups.items()]
         finished, _ = wait_futures(futures, return_when=FIRST_EXCEPTION)
         for future in futures:  # the first failure in submission order among those that failed
             if future in finished and future.exception() is not None:
@@ -314,7 +390,6 @@ def _fill(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        os.close(root_fd)
     return done["downloaded"]
 
 
@@ -329,13 +404,13 @@ def _failure(backup_id: str, path: str, exc: Exception) -> QilbeeBackupError:
 
 
 def _restore_content(
-    repo: Repository, root_fd: int, sha: str, entries: list[FileEntry], cancelled: threading.Event, at: list[str]
+    repo: Repository, staging: Staging, sha: str, entries: list[FileEntry], cancelled: threading.Event, at: list[str]
 ) -> int:
     """Stream one blob into the first file holding its content, checked, then copy that file to the
     others (one GET per content; two open files at most, however many files share it).
     Returns the stored bytes read."""
     first, expected = entries[0], entries[0].size
-    with os.fdopen(_create_file(root_fd, first.path), "w+b", buffering=0) as out:
+    with os.fdopen(staging.create_file(first.path), "w+b", buffering=0) as out:
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             writer = _LimitedWriter(out, expected, cancelled)
             try:
@@ -350,24 +425,16 @@ def _restore_content(
                 out.seek(0)
                 out.truncate()
                 time.sleep(_RETRY_PAUSE * attempt)
-        if got_size != expected:
-            raise IntegrityError(f"content is {got_size} bytes, the manifest says {expected}")
-        if got_sha != sha:
-            raise IntegrityError(f"content hashes to {got_sha}, the manifest says {sha}")
-        _finish(out.fileno(), first.mode)
+        check_content(first, got_size, got_sha)
+        finish_file(out.fileno(), first.mode)
         for other in entries[1:]:
             if cancelled.is_set():
                 raise _Cancelled()
             at[0] = other.path
-            with os.fdopen(_create_file(root_fd, other.path), "wb", buffering=0) as copy:
+            with os.fdopen(staging.create_file(other.path), "wb", buffering=0) as copy:
                 _copy_file(out.fileno(), copy.fileno(), expected)
-                _finish(copy.fileno(), other.mode)
+                finish_file(copy.fileno(), other.mode)
     return reader.size
-
-
-def _finish(fd: int, mode: int) -> None:
-    os.fchmod(fd, mode & _MODE_MASK)
-    os.fsync(fd)
 
 
 def _copy_file(src_fd: int, dst_fd: int, size: int) -> None:
@@ -460,14 +527,9 @@ def _create_file(root_fd: int, path: str) -> int:
         os.close(dir_fd)
 
 
-def _fsync_tree(temp: Path, groups: dict[str, list[FileEntry]]) -> None:
+def _fsync_tree(temp: Path, checked: RestorePlan) -> None:
     """fsync every directory of the restored tree, deepest first, so each file's name is durable."""
-    directories = {""}
-    for entries in groups.values():
-        for entry in entries:
-            parts = entry.path.split("/")
-            directories.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    for directory in sorted(directories, key=lambda d: (-d.count("/"), -len(d), d)):
+    for directory in sorted(checked.directories | {""}, key=lambda d: (-d.count("/"), -len(d), d)):
         _fsync_directory(temp / directory if directory else temp)
 
 

@@ -18,6 +18,7 @@ import pytest
 import zstandard
 
 from qilbee_backup import archive as archives
+from qilbee_backup.archive import format as archive_format
 from qilbee_backup.archive import (
     MANIFEST_NAME,
     SUMS_NAME,
@@ -137,14 +138,14 @@ def test_an_archive_restores_by_hand_with_zstd_tar_and_sha256sum(snapshot, tmp_p
 
 
 def test_a_file_changing_between_scan_and_archive_is_refused(snapshot, tmp_path, monkeypatch):
-    real_scan = archives.scan_tree
+    real_scan = archive_format.scan_tree
 
     def scan_then_change(*args, **kw):
         entries = real_scan(*args, **kw)
         (snapshot / "000012.sst").write_bytes(os.urandom(300_000))  # same size, other content
         return entries
 
-    monkeypatch.setattr(archives, "scan_tree", scan_then_change)
+    monkeypatch.setattr(archive_format, "scan_tree", scan_then_change)  # where build_archive looks it up
     with pytest.raises(IntegrityError, match=r"000012\.sst changed since it was scanned"):
         build(snapshot, tmp_path)
     assert list((tmp_path / "spool").iterdir()) == []
