@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PYTHON  ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit demo lock clean
+.PHONY: setup test test-unit demo lock clean automations
 
 # uv (installed with pip if missing) syncs the venv to the pinned lock in seconds.
 # --compile-bytecode writes every .pyc at install time: where PYTHONDONTWRITEBYTECODE is set (as on
@@ -26,6 +26,11 @@ test-unit: setup
 
 demo: setup
 	$(VENV)/bin/python scripts/demo.py
+
+# Notifications as Prefect automations (deployments/automations.yaml) sending to a webhook; needs
+# PREFECT_API_URL. `@` keeps make from echoing the URL, which may hold a token.
+automations: setup
+	@QILBEE_WEBHOOK_URL="$(WEBHOOK_URL)" $(PY) -m deployments.automations apply $(if $(RPO),--rpo $(RPO))
 
 # Re-pin every dependency after changing pyproject.toml (no download addresses are written).
 lock:

@@ -1,0 +1,1 @@
+"""Deployment configuration and the command that applies notification automations (`python -m deployments.automations`)."""
