@@ -80,6 +80,8 @@ def emulator_site_packages() -> list[Path]:
     code = (
         "import sys, sysconfig, json\n"
         "import qilbee_backup.emulator.__main__  # noqa\n"
+        # run() imports the server itself (so the CLI starts fast): import what it will.
+        "import qilbee_backup.emulator.app, qilbee_backup.emulator.seed, uvicorn  # noqa\n"
         "site = sysconfig.get_paths()['purelib']\n"
         "tops = sorted({(getattr(m, '__file__', None) or '')[len(site) + 1:].split('/')[0]\n"
         "               for m in list(sys.modules.values())\n"

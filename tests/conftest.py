@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.plugins.docker",
     "tests.plugins.throttle",
     "tests.plugins.bind",
+    "tests.plugins.postgres",
 ]
