@@ -5,7 +5,6 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from qilbee_backup import pipeline
-from qilbee_backup.errors import IntegrityError
 from flows.parameters import Retention, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_rows, publish_table

@@ -15,7 +15,6 @@ Usage: build_emulator_image.py [--print-tag]
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess

@@ -12,32 +12,18 @@ Shared helpers (each process started here is stopped by its own PID):
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 
-from tests.plugins.emulator import free_port
+from tests.plugins.prefect_server import PREFECT, stop_process  # noqa: F401 - stop_process is part of this module's helpers
+from tests.plugins.prefect_server import prefect_server as shared_prefect_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to our own child by PID, SIGKILL if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def prefect_env(api_url: str | None, home: Path) -> dict[str, str]:
@@ -52,31 +38,11 @@ def prefect_env(api_url: str | None, home: Path) -> dict[str, str]:
 
 @contextmanager
 def prefect_server(workdir: Path, database_url: str) -> Iterator[str]:
-    """`prefect server start` on a free 127.0.0.1 port with the given database; yields the API URL."""
-    port = free_port()
-    env = prefect_env(None, workdir / "server-home")
-    env.update(PREFECT_API_DATABASE_CONNECTION_URL=database_url, PREFECT_UI_ENABLED="false",
-               # No schedules are exercised here: without the scheduler, deploying prefect.yaml's
-               # nightly-backup creates no 02:00 runs that a worker might pick up.
-               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
-    log_path = workdir / "prefect-server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"prefect server did not start: {log_path.read_text()[-2000:]}")
+    """`prefect server start` on the given database, without its dashboard and scheduler: deploying
+    prefect.yaml's nightly-backup must create no 02:00 runs that a worker might pick up."""
+    with shared_prefect_server(workdir, database_url=database_url, PREFECT_UI_ENABLED="false",
+                               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false") as url:
         yield url
-    finally:
-        stop_process(proc)
 
 
 def run_prefect(env: dict[str, str], *args: str, cwd: Path = REPO_ROOT, timeout: float = 180) -> subprocess.CompletedProcess:

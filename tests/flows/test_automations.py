@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from deployments.automations import AUTOMATIONS_FILE, automation_names, main, webhook_block
 from tests.flows.conftest import REPO_ROOT
 from tests.plugins.emulator import EmulatorProcess, free_port
+from tests.plugins.prefect_server import prefect_server
 
 # The RPO test re-applies with RPO_S just before its backup, so the backup completes early in a fresh window
 # (the watch also runs in fixed windows from `apply`, and one ending just as a backup completes would fire).
@@ -61,46 +59,14 @@ class Receiver:
         return None
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # our own child, by PID
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-@contextmanager
 def prefect_server_with_services(workdir: Path):
     """A real Prefect server; proactive triggers every second instead of five so the RPO test stays short.
 
     No dashboard (3 s quicker to start); PREFECT_UI_URL is what the notifications' links are built from.
     """
     port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(workdir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY="PT1S", PREFECT_SERVER_UI_ENABLED="false",
-               PREFECT_UI_URL=f"http://127.0.0.1:{port}",
-               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{workdir / 'prefect.db'}")
-    env.pop("PREFECT_API_URL", None)
-    log = open(workdir / "prefect-server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"prefect server did not start: {(workdir / 'prefect-server.log').read_text()[-2000:]}")
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
+    return prefect_server(workdir, port=port, PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY="PT1S",
+                          PREFECT_SERVER_UI_ENABLED="false", PREFECT_UI_URL=f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture(autouse=True)

@@ -49,7 +49,6 @@ def test_offline_copy_holds_the_data_the_server_had(container_without_snapshot_a
     result = backup(source=c.url, repos=[repo], mode="offline", container=c.name)
     assert result["mode"] == "offline"
     # Restore by hand (the files are the RocksDB directory) and count what is inside.
-    from qilbee_backup.repository import Repository
     from qilbee_backup.archiver import decompress_stream
 
     r = open_repository(repo)

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 
 from tests.flows.conftest import REPO_ROOT
-from tests.plugins.emulator import free_port
+from tests.plugins.prefect_server import prefect_server, stop_process
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # our own child, by PID
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-@contextmanager
 def prefect_server_with_scheduler(workdir: Path):
     """A real Prefect server: the test harness's ephemeral one runs no scheduler service."""
-    port = free_port()
-    env = dict(os.environ, PREFECT_HOME=str(workdir / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{workdir / 'prefect.db'}")
-    env.pop("PREFECT_API_URL", None)
-    log = open(workdir / "prefect-server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"prefect server did not start: {(workdir / 'prefect-server.log').read_text()[-2000:]}")
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
+    return prefect_server(workdir, PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2")
 
 
 def test_serve_runs_a_scheduled_deployment(cli_env, tmp_path):
@@ -76,7 +39,7 @@ deployments:
         try:
             done = _wait_for_completed_run(api, name, proc)
         finally:
-            _stop(proc)
+            stop_process(proc)
             log.close()
     assert done, f"no scheduled run completed; serve said: {(tmp_path / 'serve.log').read_text()[-2000:]}"
     assert done[0].parameters == {"repo": str(repo)}

@@ -14,7 +14,6 @@ s3_repo_url: "s3://<fresh bucket>/repo".
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
