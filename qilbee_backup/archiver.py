@@ -214,7 +214,7 @@ def scan_tree(
 # -- compression -----------------------------------------------------------------------------
 
 
-class _HashingReader:
+class HashingReader:
     """Reads through to a file, hashing (and counting) what passes."""
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -229,7 +229,7 @@ class _HashingReader:
         return data
 
 
-class _HashingWriter:
+class HashingWriter:
     """Writes through to a file (or nowhere), hashing and counting what passes."""
 
     def __init__(self, raw: BinaryIO | None) -> None:
@@ -241,7 +241,9 @@ class _HashingWriter:
         self.digest.update(data)
         self.size += len(data)
         if self._raw is not None:
-            self._raw.write(data)
+            view = memoryview(data)
+            while view:  # an unbuffered file may take less than all of it
+                view = view[self._raw.write(view):]
         return len(data)
 
     def flush(self) -> None:
@@ -262,8 +264,8 @@ def compress_file(
     size = os.stat(src).st_size
     try:
         with open(src, "rb") as fin, open(dst, "wb") as fout:
-            reader = _HashingReader(fin)
-            writer = _HashingWriter(fout)
+            reader = HashingReader(fin)
+            writer = HashingWriter(fout)
             cctx.copy_stream(reader, writer, size=size, read_size=CHUNK, write_size=CHUNK)
         if expect_sha256 is not None and reader.digest.hexdigest() != expect_sha256:
             raise IntegrityError(f"{src} changed since it was scanned (SHA-256 {reader.digest.hexdigest()}, expected {expect_sha256})")
@@ -281,7 +283,7 @@ def decompress_stream(reader: BinaryIO, writer: BinaryIO | None = None) -> tuple
 
     UndecodableBlob when the input is not valid zstd or fails its frame checksum.
     """
-    out = _HashingWriter(writer)
+    out = HashingWriter(writer)
     try:
         zstandard.ZstdDecompressor().copy_stream(reader, out, read_size=CHUNK, write_size=CHUNK)
     except zstandard.ZstdError as exc:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Callable
 
 import zstandard
 
-from ..archiver import DEFAULT_LEVEL, HashCache, scan_tree
+from ..archiver import DEFAULT_LEVEL, HashCache, HashingReader, HashingWriter, scan_tree
 from ..errors import IntegrityError, QilbeeBackupError, UsageError
 from ..manifest import FileEntry, Manifest, SourceInfo, new_backup_id
 from ..restorer import Progress, check_content, finish_file, safe_path
@@ -96,7 +96,7 @@ def build_archive(
     raw = open(path, "xb")  # never over an existing file (and never remove one we did not create)
     try:
         with raw:
-            out = _HashingWriter(raw)
+            out = HashingWriter(raw)
             with cctx.stream_writer(out, write_size=CHUNK, closefd=False) as compressed:
                 with tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK) as tar:
                     _add_bytes(tar, MANIFEST_NAME, manifest.to_json(), mtime)
@@ -129,7 +129,7 @@ def _add_file(tar: tarfile.TarFile, root: Path, entry: FileEntry) -> None:
         info = _member(DATA_DIR + entry.path, entry.size, entry.mode, int(st.st_mtime))
         # Numeric owners as they were: tar restores them when run as root (--no-same-owner not to).
         info.uid, info.gid, info.uname, info.gname = st.st_uid, st.st_gid, "", ""
-        reader = _HashingReader(f)
+        reader = HashingReader(f)
         try:
             tar.addfile(info, reader)
         except OSError as exc:
@@ -139,37 +139,6 @@ def _add_file(tar: tarfile.TarFile, root: Path, entry: FileEntry) -> None:
     if reader.digest.hexdigest() != entry.sha256:
         raise IntegrityError(f"{path} changed since it was scanned (SHA-256 {reader.digest.hexdigest()}, "
                              f"expected {entry.sha256}); is the snapshot live?")
-
-
-class _HashingReader:
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-
-class _HashingWriter:
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        view = memoryview(data)
-        while view:
-            view = view[self._raw.write(view):]
-        return len(data)
-
-    def flush(self) -> None:
-        self._raw.flush()
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -193,7 +162,7 @@ def read_archive(
     """
     failed = f"restore of archive {manifest.backup_id} failed"
     files = {f.path: f for f in manifest.files}
-    raw = _HashingReader(reader)
+    raw = HashingReader(reader)
     at = ["the archive's beginning"]  # what was being read, for the error message
     seen: set[str] = set()
     done_bytes = 0
