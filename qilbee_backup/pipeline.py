@@ -15,17 +15,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from .archiver import HashCache, StagedBlob, scan_tree, stage_blobs
 from .checker import verify_backup
 from .errors import ObjectLocked, UsageError
-from .manifest import FileEntry, Manifest, SourceInfo, new_backup_id
+from .manifest import KIND_RE, FileEntry, Manifest, SourceInfo, new_backup_id
 from .repository import Repository, source_key_for
 from .retention import Policy, apply_policy, parse_duration
 
@@ -95,7 +96,9 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
 
 def make_manifest(copied: CopyResult, *, kind: str, source: SourceInfo, stats: dict, now: datetime | None = None) -> Manifest:
     """The backup's manifest; each repository's copy gets its own stored sizes at upload."""
-    now = now or datetime.now(timezone.utc)
+    if not KIND_RE.fullmatch(kind):
+        raise UsageError(f"bad kind {kind!r}: lowercase letters, digits, '-' or '_' (e.g. daily, weekly, monthly, adhoc)")
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return Manifest(backup_id=new_backup_id(now), kind=kind, created_at=now, source=source, stats=stats,
                     files=copied.entries, bytes_total=copied.bytes_total)
 
@@ -118,18 +121,52 @@ class UploadResult:
     locks_extended: int = 0  # reused blobs whose lock was lengthened to locked_until
 
 
-def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, workers: int = UPLOAD_WORKERS) -> UploadResult:
+def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, workers: int = UPLOAD_WORKERS,
+                  on_upload: Callable[[Repository, str, int], None] | None = None) -> UploadResult:
+    """Send repo the blobs it lacks, then write its manifest. on_upload(repo, sha, stored_size) follows each put."""
     retain_until = repo.retain_until(manifest.created_at)  # None unless the repository locks backups
     todo = sorted(copied.missing.get(repo.url, set()))
     reused = manifest.blob_shas() - set(todo)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    failed = threading.Event()  # after the first failure the other puts are skipped, not sent for nothing
+
+    def put(sha: str) -> None:
+        if failed.is_set():
+            return
+        try:
+            repo.put_blob(sha, copied.staged[sha], retain_until=retain_until)
+            if on_upload is not None:
+                on_upload(repo, sha, copied.staged[sha].stored_size)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # list() re-raises the first failure; the manifest below is then never written.
-        list(pool.map(lambda sha: repo.put_blob(sha, copied.staged[sha], retain_until=retain_until), todo))
+        list(pool.map(put, todo))
     extended = repo.extend_locks(reused, retain_until, workers=workers)  # before the commit point
     repo.write_manifest(_manifest_for(repo, copied, manifest), retain_until=retain_until)
     return UploadResult(url=repo.url, blobs_sent=len(todo),
                         bytes_uploaded=sum(copied.staged[s].stored_size for s in todo), backup_id=manifest.backup_id,
                         locked_until=retain_until, locks_extended=extended)
+
+
+def backup_directory(repos: Sequence[Repository], root: Path, *, kind: str, source: SourceInfo, spool: Path,
+                     stats: dict | None = None, now: datetime | None = None, upload_workers: int = UPLOAD_WORKERS,
+                     on_upload: Callable[[Repository, str, int], None] | None = None) -> Manifest:
+    """The backup flow's copy and upload steps without Prefect: commit a backup of the directory root in
+    each repository. Returns the manifest as committed to the first. Holding the source's lock is the
+    caller's job; the blobs staged in spool are removed, whatever happens."""
+    if not repos:
+        raise UsageError("backup_directory needs at least one repository")
+    copied = copy_snapshot(Path(root), list(repos), Path(spool))
+    try:
+        manifest = make_manifest(copied, kind=kind, source=source, stats=stats or {}, now=now)
+        for repo in repos:
+            upload_backup(repo, copied, manifest, workers=upload_workers, on_upload=on_upload)
+    finally:
+        for blob in copied.staged.values():
+            blob.path.unlink(missing_ok=True)
+    return _manifest_for(repos[0], copied, manifest)
 
 
 def verify(repo: Repository, backup_id: str, *, read_data: bool = False) -> dict:

@@ -23,21 +23,19 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import uuid
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from .archiver import DEFAULT_LEVEL, HashCache, StagedBlob, scan_tree, stage_one
+from .archiver import StagedBlob
 from .destinations.base import Destination, ObjectInfo
 from .errors import IntegrityError, LockedError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
-from .manifest import KIND_RE, SHA256_RE, Manifest, SourceInfo, new_backup_id, parse_backup_id
+from .manifest import SHA256_RE, Manifest, parse_backup_id
 from .retention import Duration
 
 log = logging.getLogger(__name__)
@@ -442,109 +440,3 @@ class Repository:
             # Unreadable: treat as expired so it cannot block forever; the takeover still races safely.
             return LockInfo("unknown", "unknown", 0, datetime.min.replace(tzinfo=timezone.utc),
                             datetime.min.replace(tzinfo=timezone.utc), "unreadable-" + hashlib.sha256(data).hexdigest()[:16])
-
-
-# -- one tested path from a directory to committed backups ---------------------------------------
-
-
-def backup_directory(
-    repos: Sequence[Repository],
-    root: Path,
-    *,
-    kind: str,
-    source: SourceInfo,
-    stats: dict[str, Any] | None = None,
-    spool: Path,
-    now: datetime | None = None,
-    backup_id: str | None = None,
-    hash_cache: HashCache | None = None,
-    follow_root_symlink: bool = False,
-    workers: int = 2,
-    upload_workers: int = 4,
-    level: int = DEFAULT_LEVEL,
-    on_upload: Callable[[Repository, str, int], None] | None = None,
-) -> Manifest:
-    """Scan root, upload to each repository the blobs it lacks, then commit a manifest in each.
-
-    Each missing content is compressed once into ``spool`` (removed once every repository that
-    lacks it has it, so the spool holds at most a few blobs), uploaded in a thread pool, and only
-    then is each manifest written. ``on_upload(repo, sha, stored_size)`` is called after each put.
-    Returns the manifest as committed to the first repository (stored sizes are per repository).
-    Holding the source's lock is the caller's job.
-    """
-    if not repos:
-        raise UsageError("backup_directory needs at least one repository")
-    if not KIND_RE.fullmatch(kind):
-        raise UsageError(f"bad kind {kind!r}: lowercase letters, digits, '-' or '_' (e.g. daily, weekly, monthly, adhoc)")
-    now = (now or _utcnow()).astimezone(timezone.utc)
-    entries = scan_tree(Path(root), hash_cache=hash_cache, workers=workers, follow_root_symlink=follow_root_symlink)
-    if not entries:
-        raise UsageError(f"{root} holds no files; refusing to record an empty backup (is the snapshot path right?)")
-    for repo in repos:
-        repo.init(now)
-    retain = [repo.retain_until(now) for repo in repos]  # per repository: None where nothing is locked
-    manifest = Manifest(
-        backup_id=backup_id or new_backup_id(now),
-        kind=kind,
-        created_at=now,
-        source=source,
-        stats=stats or {},
-        files=entries,
-    )
-    needed = manifest.blob_shas()
-    sizes = [repo.blob_sizes() for repo in repos]  # per repo: sha -> stored size (filled as we upload)
-    lacking: dict[str, list[int]] = {}
-    for i, present in enumerate(sizes):
-        for sha in needed - set(present):
-            lacking.setdefault(sha, []).append(i)
-    sources = {}
-    for entry in entries:
-        sources.setdefault(entry.sha256, Path(root) / entry.path)
-
-    spool = Path(spool)
-    spool.mkdir(parents=True, exist_ok=True)
-
-    failed = threading.Event()  # once one job fails, the others stop instead of uploading on
-
-    def stage_and_put(sha: str) -> None:
-        if failed.is_set():
-            return
-        try:
-            staged = stage_one(sources[sha], sha, spool, level=level)
-        except BaseException:
-            failed.set()
-            raise
-        try:
-            for i in lacking[sha]:
-                if failed.is_set():
-                    return
-                repos[i].put_blob(sha, staged, retain_until=retain[i])
-                sizes[i][sha] = staged.stored_size
-                if on_upload:
-                    on_upload(repos[i], sha, staged.stored_size)
-        except BaseException:
-            failed.set()
-            raise
-        finally:
-            staged.path.unlink(missing_ok=True)
-
-    log.info("backup %s: %d files, %d blobs to upload", manifest.backup_id, len(entries), len(lacking))
-    pool = ThreadPoolExecutor(max_workers=max(1, upload_workers))
-    try:
-        futures = [pool.submit(stage_and_put, sha) for sha in sorted(lacking)]
-        done, _ = wait_futures(futures, return_when=FIRST_EXCEPTION)
-        for future in done:
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-    committed = []
-    for i, repo in enumerate(repos):
-        reused = {sha for sha in needed if i not in lacking.get(sha, ())}
-        repo.extend_locks(reused, retain[i], workers=upload_workers)  # before the commit point
-        files = [entry.model_copy(update={"stored_size": sizes[i][entry.sha256]}) for entry in entries]
-        per_repo = manifest.model_copy(update={"files": files})
-        repo.write_manifest(per_repo, retain_until=retain[i])
-        committed.append(per_repo)
-    return committed[0]

@@ -35,7 +35,7 @@ def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
 
 @task(name="upload", retries=2, retry_delay_seconds=[10, 60], **_TASK)
 def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult:
-    # A retry is cheap: blobs already stored are skipped, the manifest is written only at the end.
+    # A retry is safe: it puts the same content under the same keys again; the manifest comes only at the end.
     logger = get_run_logger()
     result = pipeline.upload_backup(repo, copied, manifest)
     logger.info("%s: sent %d blobs (%d bytes), manifest %s written", repo.url, result.blobs_sent, result.bytes_uploaded, manifest.backup_id)

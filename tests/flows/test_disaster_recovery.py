@@ -16,7 +16,7 @@ from qilbee_backup.emulator.store import open_readonly_counts
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.pipeline import open_repository
 from qilbee_backup.recovery import RecoveryError
-from qilbee_backup.repository import backup_directory
+from qilbee_backup.pipeline import backup_directory
 
 STEPS = ["choose-backup", "provision", "restore", "start-instance", "integrity-check"]
 

@@ -96,7 +96,7 @@ def test_a_failed_restore_into_a_container_puts_the_old_data_back_and_restarts_i
     from flows.restore import restore
     from qilbee_backup.manifest import SourceInfo
     from qilbee_backup.recovery import RecoveryError
-    from qilbee_backup.repository import backup_directory
+    from qilbee_backup.pipeline import backup_directory
 
     c = container_without_snapshot_api
     snap = tmp_path / "copy"

@@ -21,7 +21,8 @@ from qilbee_backup import pipeline
 from qilbee_backup.destinations import S3Options, open_destination
 from qilbee_backup.errors import DestinationError, ObjectLocked, UsageError
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.repository import Repository, backup_directory, blob_key, manifest_key
+from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.repository import Repository, blob_key, manifest_key
 from tests.plugins.s3 import FAKE_SECRET_KEY
 
 pytestmark = pytest.mark.integration

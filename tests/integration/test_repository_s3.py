@@ -17,7 +17,8 @@ from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations import open_destination
 from qilbee_backup.errors import LockedError
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.repository import LockInfo, Repository, backup_directory, blob_key
+from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.repository import LockInfo, Repository, blob_key
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import IntegrityError, LockedError, NotFound, UsageError
 from qilbee_backup.manifest import SourceInfo
+from qilbee_backup.pipeline import backup_directory
 from qilbee_backup.repository import (
     BackupExists,
     LockInfo,
     Repository,
-    backup_directory,
     blob_key,
     source_key_for,
 )

@@ -16,7 +16,8 @@ import zstandard
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import DestinationError, IntegrityError, LockedError, NotFound, UsageError
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo
-from qilbee_backup.repository import Repository, backup_directory, blob_key
+from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import RestoreBlocked, pending_swaps, restore_backup
 
 MiB = 1024 * 1024
