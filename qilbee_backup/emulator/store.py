@@ -46,7 +46,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -316,12 +316,7 @@ class GraphStore:
         with self._lock:
             counters = self._counters[graph]
             node = {"id": counters.nextNodeId, "labels": list(labels), "properties": properties}
-            updated = GraphCounters(
-                counters.nodeCount + 1,
-                counters.relationshipCount,
-                counters.nextNodeId + 1,
-                counters.nextRelationshipId,
-            )
+            updated = replace(counters, nodeCount=counters.nodeCount + 1, nextNodeId=counters.nextNodeId + 1)
             batch = self._batch()
             self._put_node(batch, graph, node)
             self._put_counters(batch, graph, updated)
@@ -370,12 +365,8 @@ class GraphStore:
                 batch.delete(label_key(graph, label, node_id), self._handle["label_index"])
             batch.delete(node_key(graph, node_id), self._handle["nodes"])
             counters = self._counters[graph]
-            updated = GraphCounters(
-                counters.nodeCount - 1,
-                counters.relationshipCount - len(rels),
-                counters.nextNodeId,
-                counters.nextRelationshipId,
-            )
+            updated = replace(counters, nodeCount=counters.nodeCount - 1,
+                              relationshipCount=counters.relationshipCount - len(rels))
             self._put_counters(batch, graph, updated)
             self._write(batch)
             self._counters[graph] = updated
@@ -415,12 +406,8 @@ class GraphStore:
                 "endNode": end,
                 "properties": properties,
             }
-            updated = GraphCounters(
-                counters.nodeCount,
-                counters.relationshipCount + 1,
-                counters.nextNodeId,
-                counters.nextRelationshipId + 1,
-            )
+            updated = replace(counters, relationshipCount=counters.relationshipCount + 1,
+                              nextRelationshipId=counters.nextRelationshipId + 1)
             batch = self._batch()
             self._put_relationship(batch, graph, rel)
             self._put_counters(batch, graph, updated)
@@ -821,7 +808,7 @@ class BulkLoader:
         if graph not in self._dirty:
             self._store.ensure_graph(graph)
             current = self._store._counters[graph]
-            self._dirty[graph] = GraphCounters(**asdict(current))
+            self._dirty[graph] = replace(current)
         return self._dirty[graph]
 
     def add_node(self, graph: str, labels: list[str], properties: dict[str, Any]) -> int:
@@ -864,7 +851,7 @@ class BulkLoader:
                 store._put_counters(self._batch, graph, counters)
             store._write(self._batch)
             for graph, counters in self._dirty.items():
-                store._counters[graph] = GraphCounters(**asdict(counters))
+                store._counters[graph] = replace(counters)
         self._batch, self._pending = None, 0
 
     def __enter__(self) -> BulkLoader:
