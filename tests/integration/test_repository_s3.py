@@ -19,17 +19,13 @@ from qilbee_backup.errors import LockedError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.pipeline import backup_directory
 from qilbee_backup.repository import LockInfo, Repository, blob_key
+from tests.files import write
 
 pytestmark = pytest.mark.integration
 
 UTC = timezone.utc
 MiB = 1024 * 1024
 SOURCE = SourceInfo(url="http://127.0.0.1:7474", server_version="0.9.0", mode="online", snapshot_id="snap")
-
-
-def write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 @pytest.fixture

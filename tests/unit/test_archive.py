@@ -7,7 +7,6 @@ import hashlib
 import io
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 import tracemalloc
@@ -40,28 +39,11 @@ from qilbee_backup.errors import IntegrityError, NotFound, UsageError
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo, new_backup_id
 from qilbee_backup.repository import Repository
 from qilbee_backup.restorer import RestoreBlocked
+from tests.files import tree, write
 
 MiB = 1024 * 1024
 SOURCE = SourceInfo(url="http://127.0.0.1:7474", server_version="0.9.0", mode="online", snapshot_id="s1")
 NEEDS = [shutil.which(b) for b in ("zstd", "tar", "sha256sum", "bash")]
-
-
-def write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-
-
-def tree(root: Path) -> dict[str, tuple[str, int]]:
-    """relative path -> (SHA-256, permission bits) of every file; no links anywhere."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            assert not os.path.islink(os.path.join(dirpath, name))
-        for name in filenames:
-            path = Path(dirpath) / name
-            found[path.relative_to(root).as_posix()] = (hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(path.stat().st_mode))
-    return found
 
 
 def siblings(target: Path) -> list[str]:

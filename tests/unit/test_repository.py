@@ -24,15 +24,11 @@ from qilbee_backup.repository import (
     blob_key,
     source_key_for,
 )
+from tests.files import write
 
 UTC = timezone.utc
 SOURCE = SourceInfo(url="http://127.0.0.1:7474", server_version="0.9.0", mode="online", snapshot_id="s1")
 STATS = {"graphs": [{"name": "g", "nodeCount": 3, "relationshipCount": 2}], "totals": {"nodeCount": 3, "relationshipCount": 2}}
-
-
-def write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
 
 
 @pytest.fixture

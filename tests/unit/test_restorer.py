@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 import tracemalloc
@@ -19,29 +18,10 @@ from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo
 from qilbee_backup.pipeline import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import RestoreBlocked, pending_swaps, restore_backup
+from tests.files import tree, write
 
 MiB = 1024 * 1024
 SOURCE = SourceInfo(url="http://127.0.0.1:7474", server_version="0.9.0", mode="online", snapshot_id="s1")
-
-
-def write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-
-
-def tree(root: Path) -> dict[str, tuple[str, int]]:
-    """Every file under root: relative path -> (SHA-256 of its bytes, permission bits); links refused."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            assert not os.path.islink(os.path.join(dirpath, name))
-        for name in filenames:
-            path = Path(dirpath) / name
-            found[path.relative_to(root).as_posix()] = (
-                hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(path.stat().st_mode)
-            )
-    return found
 
 
 def siblings(target: Path) -> list[str]:
