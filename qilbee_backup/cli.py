@@ -41,6 +41,19 @@ def _add_repo(p: argparse.ArgumentParser, many: bool = False) -> None:
         p.add_argument("--repo", required=True, metavar="URL", help="repository: a path, file:///path or s3://bucket/prefix")
 
 
+def _add_snapshot_source(p: argparse.ArgumentParser) -> None:
+    """What backup and archive share: the server, how to take its snapshot, where it goes."""
+    p.add_argument("--source", default="http://127.0.0.1:7474", metavar="URL", help="the QilbeeDB server")
+    _add_repo(p, many=True)
+    p.add_argument("--mode", choices=("auto", "online", "offline"), default="auto")
+    p.add_argument("--container", metavar="NAME", help="Docker container running QilbeeDB (offline mode, path mapping)")
+    p.add_argument("--data-path", metavar="HOST_DIR", help="where the server's data directory is readable here")
+    p.add_argument("--api-key", help=f"API key for the admin routes (or set {API_KEY_ENV})")
+    p.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
+    p.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
+
+
 def _add_retention(p: argparse.ArgumentParser) -> None:
     for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         p.add_argument(f"--keep-{name}", type=_non_negative_int, metavar="N", help=f"keep the newest backup of each of the last N {name if name != 'last' else ''} buckets".replace("  ", " "))
@@ -74,38 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_emulator_arguments(em)
 
     b = sub.add_parser("backup", help="snapshot → copy → upload → verify → prune")
-    b.add_argument("--source", default="http://127.0.0.1:7474", metavar="URL", help="the QilbeeDB server")
-    _add_repo(b, many=True)
-    b.add_argument("--mode", choices=("auto", "online", "offline"), default="auto")
-    b.add_argument("--container", metavar="NAME", help="Docker container running QilbeeDB (offline mode, path mapping)")
-    b.add_argument("--data-path", metavar="HOST_DIR", help="where the server's data directory is readable here")
+    _add_snapshot_source(b)
     b.add_argument("--kind", default="adhoc", help="the series this backup belongs to (daily, weekly, monthly, adhoc)")
-    b.add_argument("--api-key", help=f"API key for the admin routes (or set {API_KEY_ENV})")
-    b.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
     b.add_argument("--storage-class", metavar="CLASS", help="S3 storage class for uploaded objects")
-    b.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
     b.add_argument("--lock-days", type=_positive_int, metavar="N", help="S3 Object Lock: write blobs and manifests locked for N days")
     b.add_argument("--lock-mode", type=str.upper, choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE",
                    help="with --lock-days: GOVERNANCE (privileged users may lift it) or COMPLIANCE (nobody can)")
     b.add_argument("--read-data", action="store_true", help="verify by downloading and re-hashing every blob")
-    b.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
     _add_retention(b)
     _add_json(b)
 
     a = sub.add_parser("archive", help="monthly cold-storage archive: snapshot → tar + zstd → upload in a storage class → verify → prune")
-    a.add_argument("--source", default="http://127.0.0.1:7474", metavar="URL", help="the QilbeeDB server")
-    _add_repo(a, many=True)
-    a.add_argument("--mode", choices=("auto", "online", "offline"), default="auto")
-    a.add_argument("--container", metavar="NAME", help="Docker container running QilbeeDB (offline mode, path mapping)")
-    a.add_argument("--data-path", metavar="HOST_DIR", help="where the server's data directory is readable here")
+    _add_snapshot_source(a)
     a.add_argument("--kind", default="monthly", help="the archive series (retention and 'latest' work per series)")
-    a.add_argument("--api-key", help=f"API key for the admin routes (or set {API_KEY_ENV})")
-    a.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
     a.add_argument("--storage-class", default="GLACIER", metavar="CLASS",
                    help="S3 storage class of the archive file (GLACIER, DEEP_ARCHIVE, GLACIER_IR, ...); ignored for directories")
-    a.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
     a.add_argument("--read-data", action="store_true", help="re-read the uploaded archive where that needs no retrieval")
-    a.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
     a.add_argument("--spool-dir", metavar="DIR", help="where the archive file is built before upload (room for one compressed copy)")
     _add_retention(a)  # none given: the flow's default, 12 months
     _add_json(a)
@@ -199,36 +196,34 @@ def _print_result(result: Any, as_json: bool) -> None:
         print(render_text(result))
 
 
+def _snapshot_source(args: argparse.Namespace) -> dict[str, Any]:
+    """The flow parameters of _add_snapshot_source's flags, repositories checked first."""
+    for url in args.repo:
+        parse_url(url)
+    if args.api_key:
+        os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
+    return dict(source=args.source, repos=args.repo, mode=args.mode, container=args.container, data_path=args.data_path,
+                api_key_env=API_KEY_ENV, api_key_secret=args.api_key_secret, sse=args.sse, lock_wait=args.lock_wait)
+
+
 def _run_command(args: argparse.Namespace) -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.command == "backup":
-        locations = [parse_url(url) for url in args.repo]
-        if args.lock_days and not any(isinstance(loc, S3Location) for loc in locations):
+        common = _snapshot_source(args)
+        if args.lock_days and not any(isinstance(parse_url(url), S3Location) for url in args.repo):
             raise UsageError("object lock (--lock-days) needs an s3:// repository; none of the repositories is one")
-        if args.api_key:
-            os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
         from flows.backup import backup
 
-        return backup(
-            source=args.source, repos=args.repo, mode=args.mode, container=args.container,
-            data_path=args.data_path, kind=args.kind, api_key_env=API_KEY_ENV,
-            api_key_secret=args.api_key_secret, storage_class=args.storage_class, sse=args.sse,
-            lock_days=args.lock_days, lock_mode=args.lock_mode,
-            read_data=args.read_data, lock_wait=args.lock_wait, retention=_retention_from(args) or None,
-        )
+        return backup(**common, kind=args.kind, storage_class=args.storage_class, lock_days=args.lock_days,
+                      lock_mode=args.lock_mode, read_data=args.read_data, retention=_retention_from(args) or None)
     if args.command == "archive":
-        for url in args.repo:
-            parse_url(url)
-        if args.api_key:
-            os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
+        common = _snapshot_source(args)
         from flows.archive import archive
 
         rules = _retention_from(args)
-        return archive(source=args.source, repos=args.repo, mode=args.mode, container=args.container,
-                       data_path=args.data_path, kind=args.kind, storage_class=args.storage_class, sse=args.sse,
-                       api_key_env=API_KEY_ENV, api_key_secret=args.api_key_secret, read_data=args.read_data,
-                       lock_wait=args.lock_wait, spool_dir=args.spool_dir, **({"retention": rules} if rules else {}))
+        return archive(**common, kind=args.kind, storage_class=args.storage_class, read_data=args.read_data,
+                       spool_dir=args.spool_dir, **({"retention": rules} if rules else {}))
     if args.command == "list" and args.archives:
         parse_url(args.repo)
         from flows.archive import list_archives
