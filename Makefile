@@ -18,8 +18,12 @@ $(VENV)/.synced: requirements.lock pyproject.toml
 
 setup: $(VENV)/.synced
 
+# scripts/test-env.sh installs the system packages the suite needs when missing (as root), starts a
+# Docker engine when none answers (stopped again by its PID afterwards), then runs the suite.
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	scripts/test-env.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast tier: no servers, no system packages, nothing started.
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -15,3 +15,18 @@ pytest_plugins = [
     "tests.plugins.bind",
     "tests.plugins.postgres",
 ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A run that skipped anything says so in its last lines: how many, and why (grouped)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.write_sep("=", f"{len(skipped)} skipped", yellow=True)
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:4d}  {reason}")
