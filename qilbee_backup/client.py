@@ -2,9 +2,10 @@
 
 The real server (reference/QILBEEDB.md) serves `/health`, login and the graph
 routes; the guide's admin routes (`/admin/snapshot`, `/admin/snapshots`,
-`/admin/stats`, `GET /graphs`) answer only on servers that implement them, such
-as our emulator. This client uses them where they answer and says plainly when
-they do not (a 404 from `/admin/snapshot` is the real server's answer today).
+`/admin/stats`, `GET /graphs`) and `DELETE /admin/snapshots/{id}` answer only on
+servers that implement them, such as our emulator. This client uses them where
+they answer and says plainly when they do not (a 404 from `/admin/snapshot` is
+the real server's answer today).
 
 Secrets (API key, password, token) travel only in headers and request bodies,
 never in URLs, and never appear in a log line, an exception message or a repr.
@@ -13,6 +14,7 @@ never in URLs, and never appear in a log line, an exception message or a repr.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -21,7 +23,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from qilbee_backup.errors import QilbeeBackupError, UsageError
+from qilbee_backup.errors import NotFound, QilbeeBackupError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # count every node there is one request with a limit larger than any graph.
 NODE_LIST_LIMIT = 2**31 - 1
 COUNT_CYPHER = "MATCH (n) RETURN count(n)"
+
+# A snapshot id goes into a URL path: one plain segment, never '.', '..' or one with a slash.
+_SNAPSHOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def _sleep(seconds: float) -> None:
@@ -80,6 +85,14 @@ class EndpointNotFound(QilbeeError):
 
 class SnapshotNotSupported(EndpointNotFound):
     """404 on the snapshot API: the server cannot snapshot online; use offline mode."""
+
+
+class SnapshotNotFound(EndpointNotFound, NotFound):
+    """404 for `DELETE /admin/snapshots/{id}`, and the server lists no snapshot with that id."""
+
+
+class SnapshotDeleteNotSupported(EndpointNotFound):
+    """The server cannot delete snapshots (no snapshot API, or no DELETE route): warn, remove by hand."""
 
 
 class StatsUnavailable(EndpointNotFound):
@@ -280,6 +293,34 @@ class QilbeeClient:
         if not isinstance(items, list):
             raise self._bad_shape("GET", SNAPSHOTS_PATH, "no list of snapshots")
         return [self._parse(Snapshot, item, "GET", SNAPSHOTS_PATH) for item in items]
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """`DELETE /admin/snapshots/{id}`: remove one server-side checkpoint.
+
+        axum answers an unknown id and a missing route alike (an empty 404), so
+        the listing tells them apart: the id not listed is SnapshotNotFound; the
+        id listed, or no listing at all, is SnapshotDeleteNotSupported (as is 405).
+        """
+        if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise UsageError(f"not a snapshot id: {snapshot_id!r} (letters, digits, '.', '_' and '-')")
+        path = f"{SNAPSHOTS_PATH}/{snapshot_id}"
+        try:
+            self._request("DELETE", path)
+        except (EndpointNotFound, UnexpectedStatus) as exc:
+            if exc.status not in (404, 405):
+                raise
+            raise self._not_deleted(snapshot_id, path, exc.status) from None
+
+    def _not_deleted(self, snapshot_id: str, path: str, status: int) -> QilbeeError:
+        at, kw = f"QilbeeDB at {self.base_url}", {"method": "DELETE", "path": path, "status": status}
+        if status == 404:
+            try:
+                listed = {s.snapshot_id for s in self.list_snapshots()}
+            except SnapshotNotSupported:
+                return SnapshotDeleteNotSupported(f"{at} has no snapshot API (404 for DELETE {path})", **kw)
+            if snapshot_id not in listed:
+                return SnapshotNotFound(f"{at} has no snapshot {snapshot_id} (404 for DELETE {path})", **kw)
+        return SnapshotDeleteNotSupported(f"{at} cannot delete snapshots ({status} for DELETE {path})", **kw)
 
     def has_snapshot_api(self) -> bool:
         """Whether the server answers the snapshot API. Probes the list route: POSTing would take a snapshot."""

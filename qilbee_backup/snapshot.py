@@ -6,24 +6,38 @@ offline: the guide's file-system backup. Stop the container, copy the data direc
          again (always, even when the copy fails) and wait for /health. The copy hard-links
          RocksDB's immutable SST/blob files and copies the rest, so the server is down for
          seconds, not for the length of the upload.
+
+Once the backup is committed, ``release_checkpoint`` deletes the online checkpoint through the
+server's API (``DELETE /admin/snapshots/{id}``): left there, every run's checkpoint would pin
+SST files the live database has long compacted away.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
-from .client import QilbeeClient, SnapshotNotSupported
+from .client import (
+    QilbeeClient,
+    Snapshot,
+    SnapshotDeleteNotSupported,
+    SnapshotNotFound,
+    SnapshotNotSupported,
+)
 from .errors import QilbeeBackupError, UsageError
 
 log = logging.getLogger(__name__)
 
 # RocksDB never rewrites these once written; everything else (MANIFEST, CURRENT, OPTIONS, WAL) may change.
 IMMUTABLE_SUFFIXES = (".sst", ".blob")
+LATEST = "latest"  # the guide's pointer to the newest checkpoint, never a checkpoint of its own
+# Another run may still be reading a checkpoint it took: spare other runs' checkpoints this young.
+CHECKPOINT_GRACE = timedelta(hours=1)
 
 
 class SnapshotUnreadable(QilbeeBackupError):
@@ -256,3 +270,92 @@ def _container_mounts(container: str, docker_client=None) -> list[dict] | None:
     except Exception as e:  # the mounts only help map paths; online mode may still work without them
         log.warning("could not read the mounts of container %s: %s", container, e)
         return None
+
+
+# ---------------------------------------------------------------- releasing the server's checkpoints
+
+
+@dataclass
+class CheckpointRelease:
+    """What ``release_checkpoint`` did on the server; its warnings are returned, never raised."""
+
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def release_checkpoint(
+    client: QilbeeClient, taken: TakenSnapshot, keep_newest: int = 0, *, grace: timedelta = CHECKPOINT_GRACE
+) -> CheckpointRelease:
+    """Delete the server checkpoint this backup took; call it once the backup is committed everywhere.
+
+    keep_newest=0 deletes this run's checkpoint and leaves every other alone. keep_newest=N keeps the
+    newest N checkpoints the server lists (this run's normally among them) and deletes the older ones,
+    except other runs' checkpoints younger than ``grace``. Only ids the server lists are deleted, and
+    only through its API. Offline mode took no checkpoint (TakenSnapshot.cleanup removes its copy).
+    Failures are logged and returned as warnings: the backup is already committed.
+    """
+    released = CheckpointRelease()
+    if taken.mode != "online":
+        return released
+    if keep_newest < 0:
+        raise UsageError(f"keep_newest must be 0 or more, got {keep_newest}")
+    if keep_newest == 0:
+        doomed = [taken.snapshot_id]
+    else:
+        try:
+            doomed, released.kept = _beyond_newest(client.list_snapshots(), taken.snapshot_id, keep_newest, grace)
+        except QilbeeBackupError as e:
+            return _warn(released, f"could not list the server's checkpoints, so none was deleted: {e}")
+    for snapshot_id in doomed:
+        try:
+            client.delete_snapshot(snapshot_id)
+        except SnapshotNotFound:
+            log.info("checkpoint %s is already gone from the server", snapshot_id)
+        except SnapshotDeleteNotSupported as e:  # the others would be refused alike
+            return _warn(released, f"{e}; this run's checkpoint stays at {taken.server_path} on the server")
+        except QilbeeBackupError as e:
+            _warn(released, f"could not delete checkpoint {snapshot_id}: {e}")
+        else:
+            log.info("deleted checkpoint %s from the server", snapshot_id)
+            released.deleted.append(snapshot_id)
+    return released
+
+
+def _beyond_newest(
+    listed: list[Snapshot], own_id: str, keep_newest: int, grace: timedelta
+) -> tuple[list[str], list[str]]:
+    """(ids to delete, oldest first; ids kept): all but the newest ``keep_newest``, sparing others' young ones."""
+    ordered = sorted((s for s in listed if s.snapshot_id != LATEST), key=_age_order)
+    young = datetime.now(timezone.utc) - grace
+    doomed, kept = [], []
+    for index, snap in enumerate(ordered):
+        created = _created(snap)
+        spared = snap.snapshot_id != own_id and created is not None and created > young
+        newest = index >= len(ordered) - keep_newest
+        (kept if newest or spared else doomed).append(snap.snapshot_id)
+    return doomed, kept
+
+
+def _age_order(snap: Snapshot) -> tuple:
+    # created_at has one-second steps; ids then order by their numbers (…-2 before …-10).
+    chunks = re.findall(r"\d+|\D+", snap.snapshot_id)
+    natural = tuple((c.isdigit(), int(c) if c.isdigit() else 0, c) for c in chunks)
+    return _created(snap) or datetime.min.replace(tzinfo=timezone.utc), natural
+
+
+def _created(snap: Snapshot) -> datetime | None:
+    try:
+        created = datetime.fromisoformat(snap.created_at or "")
+    except ValueError:
+        return None
+    return created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
+def _warn(released: CheckpointRelease, message: str) -> CheckpointRelease:
+    log.warning("%s", message)
+    released.warnings.append(message)
+    return released

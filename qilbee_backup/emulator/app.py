@@ -5,7 +5,7 @@ Status codes and JSON shapes follow the real server (``{"error": …}`` bodies,
 server has a stub, the emulator does the work with the same shape:
 ``GET /graphs/{g}/nodes/{id}/relationships`` returns the node's relationships.
 Unknown routes, and the admin routes when disabled, are an empty 404 as from
-the real (axum) server.
+the real (axum) server; so is ``DELETE /admin/snapshots/{id}`` for an unknown id.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import query as cypher
 from .auth import AuthError, AuthService
-from .store import GraphExists, GraphStore, InvalidName, NodeNotFound, StoreClosed, StoreError
+from .store import (GraphExists, GraphStore, InvalidName, InvalidSnapshotId, NodeNotFound, SnapshotNotFound,
+                    StoreClosed, StoreError)
 
 SERVER_VERSION = "0.1.0"  # what the real server reports from /health
 DEFAULT_NODE_LIMIT = 100
@@ -102,9 +103,13 @@ def create_app(
         return JSONResponse(exc.body, status_code=exc.status)
 
     @app.exception_handler(StoreError)
-    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+    async def _store_error(_: Request, exc: StoreError) -> Response:
         if isinstance(exc, InvalidName):
             return JSONResponse({"error": str(exc)}, status_code=400)
+        if isinstance(exc, InvalidSnapshotId):
+            return JSONResponse({"error": "Invalid snapshot ID"}, status_code=400)
+        if isinstance(exc, SnapshotNotFound):
+            return Response(status_code=404)  # empty, as axum answers a missing resource
         if isinstance(exc, StoreClosed):
             return JSONResponse({"error": "Server is shutting down"}, status_code=503)
         return JSONResponse({"error": str(exc)}, status_code=500)
@@ -243,6 +248,11 @@ def _add_admin_routes(app: FastAPI, store: GraphStore, auth: AuthService) -> Non
     @app.get("/admin/snapshots", dependencies=guarded)
     def snapshots() -> dict[str, Any]:
         return {"snapshots": store.list_snapshots()}
+
+    @app.delete("/admin/snapshots/{snapshot_id}", dependencies=guarded)
+    def delete_snapshot(snapshot_id: str) -> dict[str, Any]:
+        store.delete_snapshot(snapshot_id)
+        return {"snapshot_id": snapshot_id, "deleted": True}
 
     @app.get("/admin/stats", dependencies=guarded)
     def stats() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The emulator's storage: a plain RocksDB database laid out like QilbeeDB's.
 
 RocksDB is opened directly on the data directory (as the real server does);
-checkpoints go to ``<data dir>/snapshots/<id>``, which RocksDB ignores.
+checkpoints go to ``<data dir>/snapshots/<id>``, which RocksDB ignores, and a
+deleted one is first moved into ``snapshots/.deleting-*`` (finished on reopen).
 
 Column families (besides ``default``): ``nodes, relationships, label_index,
 adjacency_out, adjacency_in, property_index, schema, meta, memory``. Only the
@@ -42,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import threading
@@ -66,6 +68,7 @@ COLUMN_FAMILIES = (
 )
 SNAPSHOTS_DIR = "snapshots"
 LATEST_LINK = "latest"
+_TRASH_PREFIX = ".deleting-"  # a deleted checkpoint while its files go; never a snapshot name
 GRAPHS_KEY = b"graphs"
 _COUNTERS_PREFIX = b"graph\x00"
 _SNAPSHOT_ID = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
@@ -91,6 +94,14 @@ class NodeNotFound(StoreError):
 
 class StoreClosed(StoreError):
     """The store was closed (the server is shutting down)."""
+
+
+class InvalidSnapshotId(StoreError):
+    """A snapshot id that is not a plain snapshot name (a path, ``latest``, a checkpoint being built)."""
+
+
+class SnapshotNotFound(StoreError):
+    """No finished snapshot has this id."""
 
 
 # ---------------------------------------------------------------- encoding
@@ -210,6 +221,7 @@ class GraphStore:
         self._graphs: list[str] = []
         self._counters: dict[str, GraphCounters] = {}
         self._load_meta()
+        self._sweep_trash()
 
     def _load_meta(self) -> None:
         meta = self._cf["meta"]
@@ -512,6 +524,35 @@ class GraphStore:
     def list_snapshots(self) -> list[dict[str, Any]]:
         return list_snapshots(self.data_dir)
 
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove one checkpoint; ``latest`` then points at the newest one left, or goes.
+
+        Under the checkpoint lock the checkpoint is renamed out of the snapshot
+        names (so no listing or ``latest`` sees it half-removed, and a checkpoint
+        being created is never touched); its files are removed after, unlocked.
+        """
+        if not _SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise InvalidSnapshotId(f"invalid snapshot ID {snapshot_id!r}")
+        path = self.snapshots_dir / snapshot_id
+        with self._lock:
+            if path.is_symlink() or not path.is_dir():
+                raise SnapshotNotFound(f"snapshot {snapshot_id} not found")
+            remaining = [p.name for p in _snapshot_dirs(self.snapshots_dir) if p.name != snapshot_id]
+            _repoint_latest(self.snapshots_dir, snapshot_id, remaining[-1] if remaining else None)
+            # A fresh directory to move it into: the name is unique even beside an older half-done deletion.
+            trash = Path(tempfile.mkdtemp(prefix=_TRASH_PREFIX, dir=self.snapshots_dir))
+            try:
+                os.rename(path, trash / snapshot_id)
+            except OSError as exc:
+                trash.rmdir()
+                raise StoreError(f"cannot delete snapshot {snapshot_id}: {_one_line(exc)}") from None
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _sweep_trash(self) -> None:
+        """Finish the deletions a stopped server left half done."""
+        for trash in self.snapshots_dir.glob(f"{_TRASH_PREFIX}*"):
+            shutil.rmtree(trash, ignore_errors=True)
+
 
 def _scan(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     for key, value in cf.items(from_key=prefix):
@@ -526,6 +567,17 @@ def _point_latest(snapshots_dir: Path, snapshot_id: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(snapshot_id, tmp)
     os.replace(tmp, snapshots_dir / LATEST_LINK)
+
+
+def _repoint_latest(snapshots_dir: Path, deleted: str, newest_left: str | None) -> None:
+    """Move ``latest`` off a checkpoint being deleted: to the newest one left, else remove it."""
+    link = snapshots_dir / LATEST_LINK
+    if not link.is_symlink() or os.readlink(link) != deleted:
+        return
+    if newest_left is None:
+        link.unlink()
+    else:
+        _point_latest(snapshots_dir, newest_left)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -550,31 +602,41 @@ def live_size_bytes(data_dir: str | os.PathLike[str]) -> int:
 
 
 def tree_size_bytes(path: str | os.PathLike[str]) -> int:
-    """Sum of the sizes of the regular files under ``path``."""
+    """Sum of the sizes of the regular files under ``path``; files deleted meanwhile count 0."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                total += os.path.getsize(full)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(root, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     return total
+
+
+def _snapshot_dirs(snapshots_dir: Path) -> list[Path]:
+    """The finished checkpoints in ``snapshots_dir``, oldest first (not ``latest``, ``.tmp`` or trash)."""
+    if not snapshots_dir.is_dir():
+        return []
+    found = [
+        entry
+        for entry in snapshots_dir.iterdir()
+        if _SNAPSHOT_ID.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
+    ]
+    return sorted(found, key=lambda p: _snapshot_sort_key(p.name))
 
 
 def list_snapshots(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Finished snapshots under ``<data_dir>/snapshots``, oldest first."""
-    snapshots_dir = Path(os.path.abspath(data_dir)) / SNAPSHOTS_DIR
-    if not snapshots_dir.is_dir():
-        return []
     found = []
-    for entry in sorted(snapshots_dir.iterdir(), key=lambda p: _snapshot_sort_key(p.name)):
-        if entry.is_symlink() or not entry.is_dir() or not _SNAPSHOT_ID.match(entry.name):
-            continue
+    for entry in _snapshot_dirs(Path(os.path.abspath(data_dir)) / SNAPSHOTS_DIR):
+        size = tree_size_bytes(entry)
+        if not entry.is_dir():
+            continue  # deleted while we looked
         created = datetime.strptime(entry.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
         found.append(
             {
                 "snapshot_id": entry.name,
                 "path": str(entry),
-                "size_bytes": tree_size_bytes(entry),
+                "size_bytes": size,
                 "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
         )

@@ -19,12 +19,14 @@ from qilbee_backup.client import (
     ServerError,
     ServerUnreachable,
     Snapshot,
+    SnapshotDeleteNotSupported,
+    SnapshotNotFound,
     SnapshotNotSupported,
     StatsUnavailable,
     Unauthorized,
     UnexpectedStatus,
 )
-from qilbee_backup.errors import QilbeeBackupError, UsageError
+from qilbee_backup.errors import NotFound, QilbeeBackupError, UsageError
 
 BASE = "http://127.0.0.1:7474"
 API_KEY = "qilbee_live_S3CRET-api-key-0123456789"
@@ -129,6 +131,67 @@ def test_has_snapshot_api(server):
         server.on("GET", "/admin/snapshots", ok({"snapshots": []}))
         assert client.has_snapshot_api() is True
     assert server.calls("POST", "/admin/snapshot") == 0
+
+
+# ---------------------------------------------------------------- deleting a snapshot
+
+DELETE_PATH = "/admin/snapshots/20240115-103000"
+EMPTY_404 = httpx.Response(404)  # axum's answer to an unknown route and to an unknown id alike
+
+
+def test_delete_snapshot_sends_delete_with_the_api_key(server):
+    server.on("DELETE", DELETE_PATH, ok({"snapshot_id": "20240115-103000", "deleted": True}))
+    with make_client(server, api_key=API_KEY) as client:
+        assert client.delete_snapshot("20240115-103000") is None
+    assert [(r.method, r.url.path, r.headers["x-api-key"]) for r in server.requests] == [
+        ("DELETE", DELETE_PATH, API_KEY)]
+
+
+def test_delete_of_an_id_the_server_does_not_list_is_snapshot_not_found(server):
+    server.on("DELETE", DELETE_PATH, EMPTY_404)
+    server.on("GET", "/admin/snapshots", ok({"snapshots": [{**SNAPSHOT, "snapshot_id": "other"}]}))
+    with make_client(server) as client, pytest.raises(SnapshotNotFound) as caught:
+        client.delete_snapshot("20240115-103000")
+    assert str(caught.value) == f"QilbeeDB at {BASE} has no snapshot 20240115-103000 (404 for DELETE {DELETE_PATH})"
+    assert isinstance(caught.value, NotFound) and isinstance(caught.value, EndpointNotFound)
+    assert (caught.value.method, caught.value.path, caught.value.status) == ("DELETE", DELETE_PATH, 404)
+
+
+@pytest.mark.parametrize(
+    ("delete_answer", "listing", "message"),
+    [
+        (EMPTY_404, None, f"QilbeeDB at {BASE} has no snapshot API (404 for DELETE {DELETE_PATH})"),
+        (EMPTY_404, ok({"snapshots": [SNAPSHOT]}),
+         f"QilbeeDB at {BASE} cannot delete snapshots (404 for DELETE {DELETE_PATH})"),
+        (httpx.Response(405), ok({"snapshots": [SNAPSHOT]}),
+         f"QilbeeDB at {BASE} cannot delete snapshots (405 for DELETE {DELETE_PATH})"),
+    ],
+    ids=["no-snapshot-api", "listed-but-no-delete-route", "method-not-allowed"],
+)
+def test_a_server_that_cannot_delete_says_so_in_one_typed_line(server, delete_answer, listing, message):
+    server.on("DELETE", DELETE_PATH, delete_answer)
+    if listing is not None:
+        server.on("GET", "/admin/snapshots", listing)
+    with make_client(server) as client, pytest.raises(SnapshotDeleteNotSupported) as caught:
+        client.delete_snapshot("20240115-103000")
+    assert str(caught.value) == message and "\n" not in message
+    assert not isinstance(caught.value, (SnapshotNotFound, SnapshotNotSupported))
+
+
+def test_delete_snapshot_passes_other_failures_through(server, sleeps):
+    server.on("DELETE", DELETE_PATH, ok({"error": "disk"}, 500))
+    with make_client(server, retries=0) as client, pytest.raises(ServerError):
+        client.delete_snapshot("20240115-103000")
+    server.on("DELETE", DELETE_PATH, ok({"error": "nope"}, 403))
+    with make_client(server) as client, pytest.raises(Forbidden):
+        client.delete_snapshot("20240115-103000")
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "../data", "a/b", "latest/..", "x y", "-rf", "a\n", None])
+def test_delete_snapshot_refuses_an_id_that_is_not_one_path_segment(server, bad):
+    with make_client(server) as client, pytest.raises(UsageError, match="not a snapshot id"):
+        client.delete_snapshot(bad)
+    assert server.requests == []
 
 
 def test_list_graphs_accepts_names_or_objects(server):

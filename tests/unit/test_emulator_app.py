@@ -160,11 +160,32 @@ def test_no_admin_api_answers_404_like_an_unknown_route(store):
         unknown = client.get("/no/such/route")
         assert unknown.status_code == 404
         for method, path in [("POST", "/admin/snapshot"), ("GET", "/admin/snapshots"),
+                             ("DELETE", "/admin/snapshots/20240115-103000"),
                              ("GET", "/admin/stats"), ("GET", "/graphs")]:
             response = client.request(method, path)
             assert (response.status_code, response.content, response.headers.get("content-type")) == (
                 unknown.status_code, unknown.content, unknown.headers.get("content-type"))
         assert client.get("/health").status_code == 200
+
+
+def test_delete_snapshot_route(client, store):
+    first, second = (client.post("/admin/snapshot").json() for _ in range(2))
+    unknown_route = client.delete("/no/such/route")
+
+    deleted = client.delete(f"/admin/snapshots/{second['snapshot_id']}")
+    assert (deleted.status_code, deleted.json()) == (200, {"snapshot_id": second["snapshot_id"], "deleted": True})
+    assert not (store.data_dir / "snapshots" / second["snapshot_id"]).exists()
+    assert [s["snapshot_id"] for s in client.get("/admin/snapshots").json()["snapshots"]] == [first["snapshot_id"]]
+
+    again = client.delete(f"/admin/snapshots/{second['snapshot_id']}")  # an unknown id: axum's empty 404
+    assert (again.status_code, again.content, again.headers.get("content-type")) == (
+        404, unknown_route.content, unknown_route.headers.get("content-type"))
+    for bad in ["latest", "%2e%2e", "x.tmp", f"{first['snapshot_id']}.tmp"]:  # not a plain snapshot name
+        response = client.delete(f"/admin/snapshots/{bad}")
+        assert (response.status_code, response.json()) == (400, {"error": "Invalid snapshot ID"}), bad
+    # A slash, even encoded, never reaches the handler: the route takes one path segment.
+    assert client.delete("/admin/snapshots/..%2f..%2fdata").status_code == 404
+    assert (store.data_dir / "CURRENT").is_file() and (store.data_dir / "snapshots" / first["snapshot_id"]).is_dir()
 
 
 def _bearer(client, username, password):
@@ -198,7 +219,12 @@ def test_admin_auth_matrix(store):
         # The graph routes stay open, as on the real server.
         assert client.get("/graphs/g/nodes").status_code == 200
         assert client.post("/admin/snapshot", headers=reader).status_code == 403
-        assert client.post("/admin/snapshot", headers={"X-API-Key": API_KEY}).status_code == 200
+        snap = client.post("/admin/snapshot", headers={"X-API-Key": API_KEY})
+        assert snap.status_code == 200
+        doomed = f"/admin/snapshots/{snap.json()['snapshot_id']}"
+        assert client.delete(doomed).status_code == 401
+        assert client.delete(doomed, headers=reader).status_code == 403
+        assert client.delete(doomed, headers=admin).status_code == 200
         # A refresh token is not an access token.
         refresh = client.post("/api/v1/auth/login", json={"username": "admin", "password": "Admin123!@#"}).json()
         assert client.get("/admin/stats", headers={"Authorization": f"Bearer {refresh['refresh_token']}"}).status_code == 401

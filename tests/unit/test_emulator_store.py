@@ -2,6 +2,7 @@
 
 import os
 import re
+import threading
 
 import pytest
 from rocksdict import Rdict
@@ -11,7 +12,9 @@ from qilbee_backup.emulator.store import (
     GraphExists,
     GraphStore,
     InvalidName,
+    InvalidSnapshotId,
     NodeNotFound,
+    SnapshotNotFound,
     StoreClosed,
     StoreError,
     adjacency_key,
@@ -199,3 +202,61 @@ def test_audit_finds_half_written_relationships(store):
     assert not report.ok
     assert any("no adjacency_in entry" in p for p in report.problems)
     assert any("relationship 77 has no relationship" in p for p in report.problems)
+
+
+def _latest(store):
+    link = store.data_dir / "snapshots" / "latest"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def test_delete_snapshot_removes_the_checkpoint_and_moves_latest(store):
+    _triangle(store)
+    ids = [store.create_snapshot()["snapshot_id"] for _ in range(3)]
+    snapshots = store.data_dir / "snapshots"
+
+    store.delete_snapshot(ids[1])  # not the one latest names: latest stays
+    assert not (snapshots / ids[1]).exists() and _latest(store) == ids[2]
+    store.delete_snapshot(ids[2])  # latest moves to the newest one left
+    assert _latest(store) == ids[0]
+    assert [s["snapshot_id"] for s in store.list_snapshots()] == [ids[0]]
+    store.delete_snapshot(ids[0])  # none left: latest goes
+    assert _latest(store) is None and not os.path.lexists(snapshots / "latest")
+    assert sorted(os.listdir(snapshots)) == [] and store.list_snapshots() == []
+    assert store.counts()["nodeCount"] == 3 and audit_database(store.data_dir).ok
+
+
+def test_delete_snapshot_refuses_what_is_not_a_snapshot_name(store):
+    snap = store.create_snapshot()
+    (store.data_dir / "snapshots" / "20240101-000000.tmp").mkdir()  # a checkpoint being built
+    for bad in ["..", "../..", "latest", f"{snap['snapshot_id']}/..", "20240101-000000.tmp",
+                f"{snap['snapshot_id']}\n", "", "/etc"]:
+        with pytest.raises(InvalidSnapshotId):
+            store.delete_snapshot(bad)
+    os.symlink(store.data_dir, store.data_dir / "snapshots" / "20240202-000000")  # a link is no checkpoint
+    for unknown in ["20240202-000000", "20990101-000000"]:
+        with pytest.raises(SnapshotNotFound):
+            store.delete_snapshot(unknown)
+    assert (store.data_dir / "CURRENT").is_file() and os.path.isdir(snap["path"])
+    assert [s["snapshot_id"] for s in store.list_snapshots()] == [snap["snapshot_id"]]
+
+
+def test_delete_snapshot_waits_for_a_checkpoint_in_progress(store):
+    snap = store.create_snapshot()
+    deleted = threading.Event()
+    with store._lock:  # what create_snapshot holds while RocksDB writes a checkpoint
+        worker = threading.Thread(target=lambda: (store.delete_snapshot(snap["snapshot_id"]), deleted.set()))
+        worker.start()
+        assert not deleted.wait(0.3)
+        assert os.path.isdir(snap["path"]) and _latest(store) == snap["snapshot_id"]
+    worker.join(10)
+    assert deleted.is_set() and not os.path.exists(snap["path"])
+
+
+def test_a_deletion_cut_short_is_finished_when_the_store_opens(tmp_path):
+    with GraphStore(tmp_path / "d") as store:
+        snap = store.create_snapshot()
+    trash = tmp_path / "d" / "snapshots" / ".deleting-abc"
+    trash.mkdir()
+    os.rename(snap["path"], trash / snap["snapshot_id"])
+    with GraphStore(tmp_path / "d") as store:
+        assert not trash.exists() and store.list_snapshots() == []
