@@ -23,12 +23,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 
 import zstandard
 
-from .errors import IntegrityError, QilbeeBackupError, UsageError
+from .errors import DestinationError, IntegrityError, QilbeeBackupError, UsageError
 from .manifest import FileEntry
+
+if TYPE_CHECKING:
+    from .destinations.base import Destination
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +292,58 @@ def decompress_stream(reader: BinaryIO, writer: BinaryIO | None = None) -> tuple
     except zstandard.ZstdError as exc:
         raise UndecodableBlob(f"not a valid zstd stream: {exc}") from None
     return out.digest.hexdigest(), out.size
+
+
+# -- reading a stored blob back (restore and verify share this) -------------------------------
+
+FETCH_ATTEMPTS = 3  # per blob; each request was already retried by the store (botocore), not a broken stream
+RETRY_PAUSE = 0.5  # seconds, times the attempt number
+# Worth another try: a store that kept failing (5xx, throttling) or a connection dropped mid-stream.
+# Damage (NotFound, IntegrityError, UndecodableBlob) never is: the same bytes would come back.
+TRANSIENT_ERRORS = (DestinationError, ConnectionError)
+
+
+@dataclass(frozen=True)
+class BlobRead:
+    sha256: str  # of the decompressed content
+    size: int  # decompressed bytes
+    stored: int  # compressed bytes read by the attempt that succeeded
+
+
+class CountingReader:
+    """Reads through to a stream, counting the bytes."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.size += len(data)
+        return data
+
+
+def read_blob(dest: Destination, key: str, sink: Callable[[], BinaryIO | None] = lambda: None) -> BlobRead:
+    """Stream the stored blob ``key`` from dest, decompressed, into the writer ``sink()`` gives for
+    each attempt (None: hash only), so a retry never appends to a broken first try.
+
+    A transient failure (TRANSIENT_ERRORS) is tried again, FETCH_ATTEMPTS times in all, and the last
+    one raised; damage is raised at once (NotFound, UndecodableBlob, IntegrityError).
+    """
+    attempt = 1
+    while True:
+        writer = sink()
+        try:
+            with dest.open_read(key) as raw:
+                reader = CountingReader(raw)
+                sha, size = decompress_stream(reader, writer)
+            return BlobRead(sha, size, reader.size)
+        except TRANSIENT_ERRORS as exc:
+            if attempt >= FETCH_ATTEMPTS:
+                raise
+            log.warning("%s: attempt %d of %d failed (%s); reading it again", key, attempt, FETCH_ATTEMPTS, exc)
+            time.sleep(RETRY_PAUSE * attempt)
+            attempt += 1
 
 
 def stage_blobs(

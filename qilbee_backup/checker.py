@@ -4,6 +4,10 @@ Quick check: one listing of blobs/ shows every blob is there with the stored siz
 recorded (no request per blob). ``read_data``: stream each blob down, decompress it and re-hash
 the content against the manifest's SHA-256 and size. Each content is read once, however many
 files or backups share it. Reports name the backup and every damaged file.
+
+A blob the store fails to hand over (a 503, a dropped connection) is read again, as a restore
+would (archiver.read_blob); one that still cannot be read is "could not check", not damage: the
+backup is not ok, but nothing says its data is bad. Damage is never retried into a pass.
 """
 
 from __future__ import annotations
@@ -14,20 +18,24 @@ from typing import Iterable
 
 from pydantic import BaseModel, Field
 
-from .archiver import UndecodableBlob, decompress_stream
-from .errors import NotFound, QilbeeBackupError
+from .archiver import UndecodableBlob, read_blob
+from .errors import IntegrityError, NotFound, QilbeeBackupError
 from .manifest import Manifest
 from .repository import Repository, blob_key
 
 log = logging.getLogger(__name__)
 
 MISSING = "missing"
+DAMAGED, UNCHECKED = "damaged", "unchecked"
+Finding = tuple[str, str]  # (DAMAGED or UNCHECKED, the reason)
 
 
 class Problem(BaseModel):
     path: str  # the file in the backup ("" when the manifest itself is the problem)
     sha256: str
-    reason: str  # "missing", "wrong size: ...", "bad checksum: ...", "undecodable: ...", "unreadable: ..."
+    # damage: "missing", "wrong size: ...", "bad checksum: ...", "undecodable: ...", "damaged: ...";
+    # could not check: "unreadable: ..."
+    reason: str
 
 
 class VerifyReport(BaseModel):
@@ -38,15 +46,25 @@ class VerifyReport(BaseModel):
     checked_files: int = 0
     checked_bytes: int = 0  # uncompressed bytes of the files checked
     read_bytes: int = 0  # stored (compressed) bytes downloaded and decoded
-    problems: list[Problem] = Field(default_factory=list)
+    problems: list[Problem] = Field(default_factory=list)  # damage
+    unchecked: list[Problem] = Field(default_factory=list)  # files whose blob could not be read: neither good nor damaged
 
     def summary(self) -> str:
         how = "read and re-hashed" if self.read_data else "present with the right size"
         if self.ok:
             return f"backup {self.backup_id}: ok, {self.checked_files} files ({self.checked_bytes} bytes) {how}"
-        damaged = ", ".join(f"{p.path or '(manifest)'} ({p.reason})" for p in self.problems[:5])
-        more = f" and {len(self.problems) - 5} more" if len(self.problems) > 5 else ""
-        return f"backup {self.backup_id}: DAMAGED, {len(self.problems)} problem(s): {damaged}{more}"
+        parts = []
+        if self.problems:
+            parts.append(f"DAMAGED, {len(self.problems)} problem(s): {_listed(self.problems)}")
+        if self.unchecked:
+            blobs = len({p.sha256 for p in self.unchecked})
+            parts.append(f"could not check {blobs} blob(s), {len(self.unchecked)} file(s): {_listed(self.unchecked)}")
+        return f"backup {self.backup_id}: " + "; ".join(parts)
+
+
+def _listed(problems: list[Problem], shown: int = 5) -> str:
+    listed = ", ".join(f"{p.path or '(manifest)'} ({p.reason})" for p in problems[:shown])
+    return listed + (f" and {len(problems) - shown} more" if len(problems) > shown else "")
 
 
 class RepositoryReport(BaseModel):
@@ -57,33 +75,43 @@ class RepositoryReport(BaseModel):
 
     @property
     def damaged(self) -> list[str]:
-        return [r.backup_id for r in self.backups if not r.ok]
+        """Backups with damage (a backup only some of whose blobs could not be read is not among them)."""
+        return [r.backup_id for r in self.backups if r.problems]
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Backups with no damage found, but blobs that could not be read."""
+        return [r.backup_id for r in self.backups if r.unchecked and not r.problems]
 
     def summary(self) -> str:
         if self.ok:
             return f"{self.url}: {len(self.backups)} backup(s) ok"
-        return f"{self.url}: {len(self.damaged)} of {len(self.backups)} backup(s) damaged: {', '.join(self.damaged)}"
+        parts = [f"{len(ids)} of {len(self.backups)} backup(s) {what}: {', '.join(ids)}"
+                 for what, ids in (("damaged", self.damaged), ("could not be checked", self.unchecked)) if ids]
+        return f"{self.url}: " + "; ".join(parts)
 
 
-def _read_blob(repo: Repository, sha: str, expected_size: int) -> str | None:
-    """None if the blob decodes to content with this sha and size; else what is wrong."""
+def _read_blob(repo: Repository, sha: str, expected_size: int) -> Finding | None:
+    """None if the blob decodes to content with this sha and size; else what is wrong, or that it
+    could not be read (after read_blob's retries)."""
     try:
-        with repo.dest.open_read(blob_key(sha)) as reader:
-            got_sha, got_size = decompress_stream(reader)
+        got = read_blob(repo.dest, blob_key(sha))
     except NotFound:
-        return MISSING
+        return DAMAGED, MISSING
     except UndecodableBlob as exc:
-        return f"undecodable: {exc}"
-    except QilbeeBackupError as exc:
-        return f"unreadable: {exc}"
-    if got_sha != sha:
-        return f"bad checksum: content hashes to {got_sha}"
-    if got_size != expected_size:
-        return f"wrong size: content is {got_size} bytes, manifest says {expected_size}"
+        return DAMAGED, f"undecodable: {exc}"
+    except IntegrityError as exc:  # the store's own checksum refused the bytes
+        return DAMAGED, f"damaged: {exc}"
+    except (QilbeeBackupError, OSError) as exc:
+        return UNCHECKED, f"unreadable: {' '.join(str(exc).split()) or type(exc).__name__}"
+    if got.sha256 != sha:
+        return DAMAGED, f"bad checksum: content hashes to {got.sha256}"
+    if got.size != expected_size:
+        return DAMAGED, f"wrong size: content is {got.size} bytes, manifest says {expected_size}"
     return None
 
 
-def _read_all(repo: Repository, wanted: dict[str, int], workers: int) -> dict[str, str | None]:
+def _read_all(repo: Repository, wanted: dict[str, int], workers: int) -> dict[str, Finding | None]:
     shas = sorted(wanted)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return dict(zip(shas, pool.map(lambda sha: _read_blob(repo, sha, wanted[sha]), shas)))
@@ -96,18 +124,18 @@ def verify_backup(
     read_data: bool = False,
     blob_sizes: dict[str, int] | None = None,
     workers: int = 2,
-    read_results: dict[str, str | None] | None = None,
+    read_results: dict[str, Finding | None] | None = None,
 ) -> VerifyReport:
     """Check one backup. blob_sizes: a listing already made (repo.blob_sizes()); read_results: a
     cache of earlier read_data outcomes by sha, shared across backups so each blob is read once."""
     sizes = repo.blob_sizes() if blob_sizes is None else blob_sizes
-    quick: dict[str, str | None] = {}
+    quick: dict[str, Finding | None] = {}
     for entry in manifest.files:
         have = sizes.get(entry.sha256)
         if have is None:
-            quick[entry.sha256] = MISSING
+            quick[entry.sha256] = DAMAGED, MISSING
         elif entry.stored_size is not None and have != entry.stored_size:
-            quick[entry.sha256] = f"wrong size: stored {have} bytes, manifest says {entry.stored_size}"
+            quick[entry.sha256] = DAMAGED, f"wrong size: stored {have} bytes, manifest says {entry.stored_size}"
         else:
             quick.setdefault(entry.sha256, None)
 
@@ -122,16 +150,23 @@ def verify_backup(
             if reason is None:
                 quick[sha] = cache.get(sha)
 
-    problems = [Problem(path=e.path, sha256=e.sha256, reason=quick[e.sha256]) for e in manifest.files if quick[e.sha256]]
+    problems: list[Problem] = []
+    unchecked: list[Problem] = []
+    for entry in manifest.files:
+        finding = quick[entry.sha256]
+        if finding is not None:
+            kind, reason = finding
+            (problems if kind == DAMAGED else unchecked).append(Problem(path=entry.path, sha256=entry.sha256, reason=reason))
     report = VerifyReport(
         backup_id=manifest.backup_id,
         kind=manifest.kind,
-        ok=not problems,
+        ok=not problems and not unchecked,
         read_data=read_data,
         checked_files=len(manifest.files),
         checked_bytes=manifest.bytes_total,
         read_bytes=read_bytes,
         problems=problems,
+        unchecked=unchecked,
     )
     (log.info if report.ok else log.error)("%s", report.summary())
     return report
@@ -144,7 +179,7 @@ def verify_repository(
     including one whose manifest cannot be read."""
     ids = sorted(backup_ids) if backup_ids is not None else repo.backup_ids()
     sizes = repo.blob_sizes()
-    read_results: dict[str, str | None] = {}
+    read_results: dict[str, Finding | None] = {}
     reports = []
     for backup_id in ids:
         try:

@@ -21,7 +21,17 @@ a person decides, nothing is deleted.
 One restore per target at a time: ``.<name>.qilbee-restore.lock`` beside the target is flock()ed
 for the run (and for commit/rollback); the empty lock file is left in place on purpose (deleting
 lock files races). Under that lock, temporary and discard directories left by a killed run are
-known garbage (they only ever hold copies) and are removed.
+known garbage (they only ever hold copies) and are removed, without recursion, so no depth
+blocks the next restore.
+
+A directory a running server uses is never restored into: RocksDB holds a POSIX lock on ``LOCK``
+in each database directory, and moving its files under it makes the server serve the old data,
+then delete the restored files on shutdown. Every such lock in the target is probed (F_GETLK,
+never taken) under the target lock, before anything is moved, and again just before the rename.
+Nothing is written unless the filesystem has room for the restored files and a check server.
+
+A restore whose data then fails its checks is undone with ``RestoreResult.undo()``: the previous
+data put back (the Swap's rollback), or the target left absent or the empty directory it was.
 
 ``staged_restore`` is that machinery on its own (lock, checks, temporary directory, fsync, rename,
 Swap): restore_backup fills it from blobs, the archive restore from a tar stream.
@@ -33,8 +43,8 @@ import errno
 import fcntl
 import logging
 import os
-import shutil
 import stat
+import struct
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
@@ -43,16 +53,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from .archiver import decompress_stream
-from .errors import DestinationError, IntegrityError, LockedError, QilbeeBackupError, UsageError
+from .fsutil import DIR_FLAGS, fsync_directory, remove_tree
+from .archiver import read_blob
+from .errors import IntegrityError, LockedError, QilbeeBackupError, UsageError
 from .manifest import BACKUP_ID_RE, SHA256_RE, FileEntry, Manifest, check_relative_path
 from .repository import Repository, blob_key
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
-FETCH_ATTEMPTS = 3  # per blob, for transient destination failures (a dropped connection mid-stream)
-_RETRY_PAUSE = 0.5
+# Room left for the check server on top of the restored files: its MANIFEST, OPTIONS, WAL and info
+# logs, and a flush of a restored WAL (a few MiB for a small database; RocksDB fails at open without).
+SPACE_MARGIN = 64 * CHUNK
 # Special bits are never restored: a data directory needs none, and a tampered repository must
 # not be able to plant a setuid file on a host restoring as root.
 _MODE_MASK = 0o777
@@ -60,12 +72,19 @@ _RESTORE_INFIX = ".qilbee-restore-"
 _PREVIOUS_INFIX = ".qilbee-previous-"
 _DISCARD_INFIX = ".qilbee-discard-"
 _LOCK_SUFFIX = ".qilbee-restore.lock"
+ROCKSDB_LOCK = "LOCK"  # the file in each RocksDB directory its server holds a POSIX lock on
+_FLOCK = struct.Struct("hhqqi")  # struct flock on Linux (64-bit off_t): type, whence, start, len, pid
 
 Progress = Callable[[int, int], None]
 
 
 class RestoreBlocked(UsageError):
-    """The target's state needs a person: it holds data, or an earlier swap was never decided."""
+    """The target's state needs a person: it holds data, a running server uses it, or an earlier swap
+    was never decided. Exit 2 like any refusal of the operator's request: nothing was tried."""
+
+
+class NoSpace(QilbeeBackupError):
+    """The target's filesystem cannot hold the restored files: refused before anything is written."""
 
 
 class _Cancelled(Exception):
@@ -98,14 +117,12 @@ class Swap:
                 raise QilbeeBackupError(
                     f"refusing to commit the swap: {self.target} is not a directory; the previous data stays in {self.previous}"
                 )
-            if os.path.lexists(self.previous):
-                # Renamed first, so a crash mid-delete leaves a discard directory (garbage by
-                # name) rather than a half-deleted "previous" that looks like real data.
-                discard = _sibling(self.target, _DISCARD_INFIX, self.backup_id)
-                _remove_tree(discard)
-                os.rename(self.previous, discard)
-                _fsync_directory(self.target.parent)
-                _remove_tree(discard)
+            # Renamed first, so a crash mid-delete leaves a discard directory (garbage by
+            # name) rather than a half-deleted "previous" that looks like real data.
+            discard = _move_aside(self.previous, self.target, self.backup_id)
+            if discard is not None:
+                fsync_directory(self.target.parent)
+                remove_tree(discard)
         self.state = "committed"
         log.info("swap of %s committed: previous data deleted", self.target)
 
@@ -117,15 +134,12 @@ class Swap:
         with _target_lock(self.target):
             if not self.previous.is_dir() or self.previous.is_symlink():
                 raise QilbeeBackupError(f"cannot roll back the swap of {self.target}: {self.previous} is gone")
-            discard = None
-            if os.path.lexists(self.target):
-                discard = _sibling(self.target, _DISCARD_INFIX, self.backup_id)
-                _remove_tree(discard)
-                os.rename(self.target, discard)
+            _refuse_in_use(self.target)
+            discard = _move_aside(self.target, self.target, self.backup_id)
             os.rename(self.previous, self.target)
-            _fsync_directory(self.target.parent)
+            fsync_directory(self.target.parent)
             if discard is not None:
-                _remove_tree(discard)
+                remove_tree(discard)
         self.state = "rolled_back"
         log.info("swap of %s rolled back: previous data is in place again", self.target)
 
@@ -139,6 +153,25 @@ class RestoreResult:
     bytes_downloaded: int  # stored (compressed) bytes read from the repository
     duration_s: float
     swap: Swap | None = field(default=None)
+    # Without a swap: the target was this empty directory, (mode, uid, gid); None: it did not exist.
+    empty_dir: tuple[int, int, int] | None = None
+
+    def undo(self) -> None:
+        """Put the target back as it was before this restore (for restored data that failed its
+        checks): the previous data (the swap's rollback), else absent or the empty directory it was.
+        Refused (RestoreBlocked) while a server still uses the restored data."""
+        if self.swap is not None:
+            self.swap.rollback()
+            return
+        with _os_errors_as_failures(self.backup_id, self.target), _target_lock(self.target):
+            _refuse_in_use(self.target)
+            discard = _move_aside(self.target, self.target, self.backup_id)
+            if self.empty_dir is not None:
+                _make_empty_dir(self.target, *self.empty_dir)
+            fsync_directory(self.target.parent)
+            if discard is not None:
+                remove_tree(discard)
+        log.info("restore of %s into %s undone: the target is as it was before", self.backup_id, self.target)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the CLI's --json)."""
@@ -182,11 +215,12 @@ def restore_backup(
     """Restore ``manifest``'s backup from ``repo`` into the directory ``target``.
 
     target may be missing or an empty directory; one that holds data is refused (RestoreBlocked)
-    unless replace_existing, which swaps it aside and returns the Swap to commit or roll back.
+    unless replace_existing, which swaps it aside and returns the Swap to commit or roll back. One a
+    running server uses is always refused (RestoreBlocked). result.undo() reverts the restore.
     progress(files_done, bytes_done) is called from the worker threads, one call at a time.
     Raises IntegrityError for unsafe paths and content that does not match the manifest, NotFound
     for a missing blob, DestinationError for a store that keeps failing, LockedError when another
-    restore into target runs; the target is then untouched.
+    restore into target runs, NoSpace when the files cannot fit; the target is then untouched.
     """
     started = time.monotonic()
     if workers < 1:
@@ -195,7 +229,8 @@ def restore_backup(
         downloaded = _fill(repo, staging, workers, progress)
     checked, swap = staging.plan, staging.swap
     result = RestoreResult(
-        checked.backup_id, staging.target, checked.files, checked.bytes, downloaded, time.monotonic() - started, swap
+        checked.backup_id, staging.target, checked.files, checked.bytes, downloaded, time.monotonic() - started, swap,
+        staging.empty_dir,
     )
     log.info(
         "restored backup %s into %s: %d files, %d bytes (%d downloaded) in %.1fs%s",
@@ -292,6 +327,7 @@ class Staging:
         self.target = target
         self.plan = plan
         self.swap: Swap | None = None
+        self.empty_dir: tuple[int, int, int] | None = None  # see RestoreResult.empty_dir
         self._root_fd = root_fd
 
     def create_file(self, path: str) -> int:
@@ -304,33 +340,37 @@ def staged_restore(target: Path | str, manifest: Manifest, *, replace_existing: 
     """Everything of a restore but the writing: yields a Staging to fill with the manifest's files.
 
     Before the block: the manifest is checked (plan), the target locked and checked (missing or
-    empty; holding data only with replace_existing), leftovers of killed runs removed, the
-    temporary directory made. When the block ends normally every directory is fsynced and the tree
-    renamed into place (staging.swap set when old data was moved aside); when it raises, the
-    temporary directory is removed and the target is untouched.
-    Raises IntegrityError, RestoreBlocked, LockedError, UsageError as restore_backup does.
+    empty; holding data only with replace_existing; no server using it), leftovers of killed runs
+    removed, free space checked, the temporary directory made. When the block ends normally every
+    directory is fsynced and the tree renamed into place (staging.swap set when old data was moved
+    aside, staging.empty_dir when an empty directory was replaced); when anything raises, even
+    KeyboardInterrupt, the temporary directory is removed and the target is untouched. An OSError
+    comes out as one line naming the backup and the path.
+    Raises IntegrityError, RestoreBlocked, LockedError, UsageError, NoSpace as restore_backup does.
     """
     target = _absolute(target)
     checked = plan(manifest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _target_lock(target):
-        _refuse_pending_swaps(target)
-        _check_target(target, replace_existing)
-        _clear_garbage(target)
-        temp = _sibling(target, _RESTORE_INFIX, checked.backup_id)
-        os.mkdir(temp, 0o700)  # private until complete; given the final mode just before the rename
-        try:
-            root_fd = os.open(temp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with _os_errors_as_failures(checked.backup_id, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _target_lock(target):
+            _refuse_pending_swaps(target)
+            _check_target(target, replace_existing)
+            _clear_garbage(target)
+            _check_free_space(target, checked)
+            temp = _sibling(target, _RESTORE_INFIX, checked.backup_id)
+            os.mkdir(temp, 0o700)  # private until complete; given the final mode just before the rename
             try:
-                staging = Staging(target, checked, root_fd)
-                yield staging
-            finally:
-                os.close(root_fd)
-            _fsync_tree(temp, checked)
-            staging.swap = _put_in_place(temp, target, checked.backup_id, replace_existing)
-        except BaseException:
-            _remove_tree(temp)
-            raise
+                root_fd = os.open(temp, DIR_FLAGS)
+                try:
+                    staging = Staging(target, checked, root_fd)
+                    yield staging
+                    _fsync_tree(root_fd, checked)
+                finally:
+                    os.close(root_fd)
+                staging.swap, staging.empty_dir = _put_in_place(temp, target, checked.backup_id, replace_existing)
+            except BaseException:
+                _remove_after_failure(temp)
+                raise
 
 
 def finish_file(fd: int, mode: int) -> None:
@@ -395,12 +435,25 @@ def _fill(repo: Repository, staging: Staging, workers: int, progress: Progress |
 
 def _failure(backup_id: str, path: str, exc: Exception) -> QilbeeBackupError:
     """One line naming the backup and the file, keeping the error's class (its exit code)."""
+    if len(path) > 200:  # a hostile manifest's path: enough of it to find, not kilobytes of it
+        path = f"{path[:120]}...{path[-60:]}"
     where = f"restore of backup {backup_id} failed at {path}"
     if isinstance(exc, QilbeeBackupError):
         return type(exc)(f"{where}: {exc}")
     if isinstance(exc, OSError):
-        return QilbeeBackupError(f"{where}: writing failed: {exc.strerror or type(exc).__name__} (errno {exc.errno})")
+        return QilbeeBackupError(f"{where}: {exc.strerror or type(exc).__name__} (errno {exc.errno})")
     return QilbeeBackupError(f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+@contextmanager
+def _os_errors_as_failures(backup_id: str, target: Path) -> Iterator[None]:
+    """An OSError of the restore's own file work (mkdir, lock, fsync, rename) as one line: the path
+    it names (a manifest path when relative to the temporary tree), else the target."""
+    try:
+        yield
+    except OSError as exc:
+        path = exc.filename if isinstance(exc.filename, str) and exc.filename else str(target)
+        raise _failure(backup_id, path, exc) from None
 
 
 def _restore_content(
@@ -411,21 +464,14 @@ def _restore_content(
     Returns the stored bytes read."""
     first, expected = entries[0], entries[0].size
     with os.fdopen(staging.create_file(first.path), "w+b", buffering=0) as out:
-        for attempt in range(1, FETCH_ATTEMPTS + 1):
-            writer = _LimitedWriter(out, expected, cancelled)
-            try:
-                with repo.dest.open_read(blob_key(sha)) as raw:
-                    reader = _CountingReader(raw)
-                    got_sha, got_size = decompress_stream(reader, writer)
-                break
-            except DestinationError as exc:
-                if attempt == FETCH_ATTEMPTS:
-                    raise
-                log.warning("blob %s: attempt %d of %d failed (%s); fetching it again", sha, attempt, FETCH_ATTEMPTS, exc)
-                out.seek(0)
-                out.truncate()
-                time.sleep(_RETRY_PAUSE * attempt)
-        check_content(first, got_size, got_sha)
+
+        def empty_file() -> _LimitedWriter:  # each attempt writes from the start
+            out.seek(0)
+            out.truncate()
+            return _LimitedWriter(out, expected, cancelled)
+
+        got = read_blob(repo.dest, blob_key(sha), empty_file)
+        check_content(first, got.size, got.sha256)
         finish_file(out.fileno(), first.mode)
         for other in entries[1:]:
             if cancelled.is_set():
@@ -434,7 +480,7 @@ def _restore_content(
             with os.fdopen(staging.create_file(other.path), "wb", buffering=0) as copy:
                 _copy_file(out.fileno(), copy.fileno(), expected)
                 finish_file(copy.fileno(), other.mode)
-    return reader.size
+    return got.stored
 
 
 def _copy_file(src_fd: int, dst_fd: int, size: int) -> None:
@@ -460,17 +506,6 @@ def _copy_file(src_fd: int, dst_fd: int, size: int) -> None:
             offset += len(data)
     if offset != size:
         raise IntegrityError(f"copying a restored file stopped at {offset} of {size} bytes")
-
-
-class _CountingReader:
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.size += len(data)
-        return data
 
 
 class _LimitedWriter:
@@ -509,7 +544,7 @@ def _create_file(root_fd: int, path: str) -> int:
             except FileExistsError:
                 pass
             try:
-                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=dir_fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise IntegrityError(
@@ -527,10 +562,12 @@ def _create_file(root_fd: int, path: str) -> int:
         os.close(dir_fd)
 
 
-def _fsync_tree(temp: Path, checked: RestorePlan) -> None:
-    """fsync every directory of the restored tree, deepest first, so each file's name is durable."""
-    for directory in sorted(checked.directories | {""}, key=lambda d: (-d.count("/"), -len(d), d)):
-        _fsync_directory(temp / directory if directory else temp)
+def _fsync_tree(root_fd: int, checked: RestorePlan) -> None:
+    """fsync every directory of the restored tree, deepest first, so each file's name is durable.
+    Opened relative to the tree's root: a deep manifest path must not meet PATH_MAX with the target's."""
+    for directory in sorted(checked.directories, key=lambda d: (-d.count("/"), -len(d), d)):
+        fsync_directory(directory, dir_fd=root_fd)
+    os.fsync(root_fd)
 
 
 # -- the target ------------------------------------------------------------------------------
@@ -592,6 +629,7 @@ def _check_target(target: Path, replace_existing: bool) -> None:
         raise UsageError(f"target {target} exists and is not a directory")
     if os.path.ismount(target):
         raise UsageError(f"target {target} is a mount point; restore into a directory inside it (renames cannot cross it)")
+    _refuse_in_use(target)
     if not replace_existing and _holds_data(target):
         raise RestoreBlocked(
             f"target {target} holds data; restore into an empty or new directory, or replace it "
@@ -604,27 +642,33 @@ def _clear_garbage(target: Path) -> None:
     for infix in (_RESTORE_INFIX, _DISCARD_INFIX):
         for name in _siblings_starting(target, f".{target.name}{infix}"):
             log.warning("removing %s, left by an interrupted restore", target.parent / name)
-            _remove_tree(target.parent / name)
+            remove_tree(target.parent / name)
 
 
-def _put_in_place(temp: Path, target: Path, backup_id: str, replace_existing: bool) -> Swap | None:
-    """Rename the finished tree to target; move data already there aside first when allowed."""
-    _check_target(target, replace_existing)  # again: something may have written there meanwhile
+def _put_in_place(
+    temp: Path, target: Path, backup_id: str, replace_existing: bool
+) -> tuple[Swap | None, tuple[int, int, int] | None]:
+    """Rename the finished tree to target; move data already there aside first when allowed.
+    Returns the Swap (data moved aside) or the (mode, uid, gid) of the empty directory replaced."""
+    _check_target(target, replace_existing)  # again: something may have written or started there meanwhile
     if os.path.isdir(target) and _holds_data(target):
         os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
         previous = _sibling(target, _PREVIOUS_INFIX, backup_id)
         os.rename(target, previous)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         try:
             os.rename(temp, target)
         except BaseException:
             os.rename(previous, target)
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
             raise
-        _fsync_directory(target.parent)
-        return Swap(target, previous, backup_id)
+        fsync_directory(target.parent)
+        return Swap(target, previous, backup_id), None
+    empty_dir = None
     if os.path.isdir(target):
-        os.chmod(temp, stat.S_IMODE(os.stat(target).st_mode))
+        st = os.stat(target)
+        empty_dir = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        os.chmod(temp, empty_dir[0])
     else:
         os.chmod(temp, 0o777 & ~_umask())
     try:
@@ -633,8 +677,8 @@ def _put_in_place(temp: Path, target: Path, backup_id: str, replace_existing: bo
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise RestoreBlocked(f"target {target} received data while the restore ran; not replacing it") from None
         raise
-    _fsync_directory(target.parent)
-    return None
+    fsync_directory(target.parent)
+    return None, empty_dir
 
 
 def _umask() -> int:
@@ -649,16 +693,114 @@ def _umask() -> int:
     return 0o022
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _make_empty_dir(path: Path, mode: int, uid: int, gid: int) -> None:
+    os.mkdir(path, 0o700)
+    if (uid, gid) != (os.geteuid(), os.getegid()):
+        os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def _move_aside(path: Path, target: Path, backup_id: str) -> Path | None:
+    """Rename path (if there) to target's discard name, garbage by name until removed; the discard path."""
+    if not os.path.lexists(path):
+        return None
+    discard = _sibling(target, _DISCARD_INFIX, backup_id)
+    remove_tree(discard)
+    os.rename(path, discard)
+    return discard
+
+
+# -- removing trees and probing them, without recursion ---------------------------------------
+
+
+def _remove_after_failure(path: Path) -> None:
+    """Remove a failed run's temporary tree; should even that fail, the next restore removes it."""
     try:
-        os.fsync(fd)
+        remove_tree(path)
+    except Exception as exc:  # noqa: BLE001 - the failure being handled is what the caller must see
+        log.warning("could not remove %s (%s); the next restore into the target removes it", path, exc)
+
+
+def _refuse_in_use(target: Path) -> None:
+    """RestoreBlocked when a server holds the lock of a RocksDB directory in target."""
+    for directory, pid in _rocksdb_lock_holders(target)[:1]:
+        holder = f"process {pid}" if pid > 0 else "another process"
+        raise RestoreBlocked(
+            f"target {target} is in use: {holder} holds the RocksDB lock {directory / ROCKSDB_LOCK}; stop the "
+            f"server first (or restore with --container NAME, which stops its container, restores and starts it)"
+        )
+
+
+def _rocksdb_lock_holders(target: Path) -> list[tuple[Path, int]]:
+    """(directory, PID) for each locked LOCK file below target (any depth; an explicit stack)."""
+    if not os.path.isdir(target) or os.path.islink(target):
+        return []
+    held = []
+    root_fd = os.open(target, DIR_FLAGS)
+    try:
+        pending = ["."]
+        while pending:
+            relative = pending.pop()
+            fd = os.open(relative, DIR_FLAGS, dir_fd=root_fd)
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(os.path.join(relative, entry.name))
+                        elif entry.name == ROCKSDB_LOCK and entry.is_file(follow_symlinks=False):
+                            pid = _lock_holder(fd)
+                            if pid is not None:
+                                held.append((Path(os.path.normpath(target / relative)), pid))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return held
+
+
+def _lock_holder(dir_fd: int) -> int | None:
+    """The PID holding a POSIX lock on the directory's LOCK file (0: not visible here), else None.
+
+    The lock is asked about (F_GETLK), never taken. F_GETLK does not report a lock of this process,
+    and closing any descriptor of the file would drop such a lock, so /proc/locks is read first and
+    a file this process locks is not opened at all."""
+    inode = os.stat(ROCKSDB_LOCK, dir_fd=dir_fd, follow_symlinks=False).st_ino
+    if inode in _inodes_locked_by_this_process():
+        return os.getpid()
+    fd = os.open(ROCKSDB_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
     finally:
         os.close(fd)
+    lock_type, _whence, _start, _length, pid = _FLOCK.unpack(answer)
+    return None if lock_type == fcntl.F_UNLCK else max(pid, 0)
 
 
-def _remove_tree(path: Path) -> None:
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
+def _inodes_locked_by_this_process() -> set[int]:
+    """Inodes this process holds POSIX locks on, from /proc/locks (none known without it)."""
+    me = str(os.getpid())
+    inodes = set()
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                # "12: POSIX  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; a waiter has "->" after the number
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "POSIX" and fields[4] == me:
+                    inodes.add(int(fields[5].rsplit(":", 1)[1]))
+    except (OSError, ValueError):
+        return set()
+    return inodes
+
+
+def _check_free_space(target: Path, checked: RestorePlan) -> None:
+    """NoSpace unless the target's filesystem holds every restored file (whole blocks; previous data
+    stays until a swap is committed) and SPACE_MARGIN for the check server."""
+    fs = os.statvfs(target.parent)
+    block = fs.f_frsize or 4096
+    needs = SPACE_MARGIN + sum(-(-entries[0].size // block) * block * len(entries) for entries in checked.groups.values())
+    free = fs.f_bavail * fs.f_frsize
+    if needs > free:
+        raise NoSpace(
+            f"restore of backup {checked.backup_id} into {target} refused: no space left on device: "
+            f"needs {needs} bytes, {free} free"
+        )

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from .errors import UsageError
+from .fsutil import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -102,34 +103,6 @@ def clean_stale_spools(
             log.info("removed stale spool %s (%s)", spool, reason)
             removed.append(spool)
     return removed
-
-
-def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Remove ``path`` and everything below it: no recursion, links never followed, vanished entries ignored."""
-    path = Path(path)
-    try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)
-            return
-    except FileNotFoundError:
-        return
-    pending, emptied = [path], []
-    while pending:
-        directory = pending.pop()
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(Path(entry.path))
-                        else:
-                            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue
-        emptied.append(directory)
-    for directory in reversed(emptied):  # a directory comes after its parent: children go first
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(directory)
 
 
 def _parent(parent: str | os.PathLike[str] | None) -> Path:

@@ -9,6 +9,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="qilbee-prefect-ho
 pytest_plugins = [
     "tests.plugins.emulator",
     "tests.plugins.s3",
+    "tests.plugins.s3_faults",
     "tests.plugins.prefect",
     "tests.plugins.docker",
     "tests.plugins.throttle",

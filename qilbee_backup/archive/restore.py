@@ -63,7 +63,7 @@ def restore_archive_stream(
                             create=staging.create_file, progress=progress)
     archive_id = staging.plan.backup_id
     result = restorer.RestoreResult(archive_id, staging.target, len(manifest.files), manifest.bytes_total, read,
-                                    time.monotonic() - started, staging.swap)
+                                    time.monotonic() - started, staging.swap, staging.empty_dir)
     log.info("restored archive %s into %s: %d files, %d bytes (%d read) in %.1fs", archive_id, staging.target,
              result.files, result.bytes, read, result.duration_s)
     return result

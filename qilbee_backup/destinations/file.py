@@ -22,6 +22,7 @@ from typing import BinaryIO, Iterable, Iterator
 from qilbee_backup.destinations.base import Destination, ObjectInfo
 from qilbee_backup.destinations.url import TEMP_SUFFIX, check_key, check_prefix, check_sha256_hex, is_temp_name
 from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, UsageError
+from qilbee_backup.fsutil import fsync_directory
 
 COPY_CHUNK = 1024 * 1024
 
@@ -70,7 +71,7 @@ class FileDestination(Destination):
                         return False
                 else:
                     os.replace(temp, target)
-                _fsync_directory(target.parent)
+                fsync_directory(target.parent)
             return True
         finally:
             # After replace() the temp name is gone; after link() or a failure it must go.
@@ -201,15 +202,6 @@ def _read_chunks(source: BinaryIO, key: str, expected_sha256: str | None) -> Ite
         yield chunk
     if digest and digest.hexdigest() != expected_sha256:
         raise IntegrityError(f"{key}: source bytes have SHA-256 {digest.hexdigest()}, expected {expected_sha256}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: the new directory entry is on disk once this returns."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _utc(timestamp: float) -> datetime:

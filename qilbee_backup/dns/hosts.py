@@ -15,9 +15,11 @@ import os
 import re
 import stat
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 from qilbee_backup.dns.base import DnsError, DnsProvider, RecordValue, normalize_addresses
+from qilbee_backup.fsutil import fsync_directory
 
 DEFAULT_HOSTS_PATH = "/etc/hosts"
 _NEW_FILE_MODE = 0o644  # what /etc/hosts has on every common system
@@ -88,7 +90,8 @@ class HostsFileProvider(DnsProvider):
                 os.fsync(file.fileno())
             os.replace(temp_path, target)
             temp_path = None
-            _fsync_directory(directory)
+            with suppress(OSError):  # some filesystems refuse to open a directory, which is fine
+                fsync_directory(directory)
         except OSError as exc:
             if exc.errno == errno.EBUSY:
                 # A bind-mounted file (Docker's /etc/hosts) cannot be renamed over.
@@ -158,15 +161,3 @@ def _keep_mode_and_owner(fd: int, existing: os.stat_result | None) -> None:
         pass  # only root may give a file away; an unprivileged user edits a file it owns anyway
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; some filesystems refuse to open a directory, which is fine."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -8,6 +8,8 @@ and one shared test suite runs against each (tests/integration/test_provisioners
 
 from __future__ import annotations
 
+import re
+
 import socket
 import string
 import time
@@ -175,10 +177,18 @@ def ensure_port_free(host: str, port: int) -> None:
         raise ProvisionError(f"port {port} on {host} is already in use; choose another port or stop what serves it")
 
 
-def one_line_tail(text: str, chars: int = 1500) -> str:
-    """The end of a log as one line (lines joined by ' | '), for an error message."""
-    lines = [line.strip() for line in text[-chars:].splitlines() if line.strip()]
-    return " | ".join(lines) if lines else "(empty log)"
+# A line that says why (RocksDB's "Corruption:", "IO error: No space left", a Python exception...).
+_ERROR_LINE = re.compile(r"error|fail|fatal|panic|corrupt|cannot|can't|unable|denied|no space|refus|exception|abort", re.I)
+
+
+def failure_reason(log_text: str) -> str:
+    """Why a server failed, from its log: the last line that reads like an error, else the last
+    line, as one line; never an empty answer."""
+    lines = [" ".join(line.split()) for line in log_text.splitlines() if line.strip()]
+    if not lines:
+        return "it wrote nothing to its log"
+    reason = next((line for line in reversed(lines) if _ERROR_LINE.search(line)), lines[-1])
+    return reason if len(reason) <= 600 else reason[:600] + "..."
 
 
 class NotHealthy(Exception):

@@ -41,7 +41,7 @@ from qilbee_backup.provision.base import (
     check_timeout,
     ensure_port_free,
     free_port,
-    one_line_tail,
+    failure_reason,
     render,
     template_fields,
     url_for,
@@ -236,7 +236,7 @@ def _exit_reason(container: Any) -> str | None:
 
 def _logs_tail(container: Any) -> str:
     try:
-        return one_line_tail(container.logs(tail=LOG_TAIL_LINES).decode(errors="replace"))
+        return failure_reason(container.logs(tail=LOG_TAIL_LINES).decode(errors="replace"))
     except Exception:  # noqa: BLE001 - the log is a courtesy in an error message already being raised
         return "(no log)"
 

@@ -12,8 +12,10 @@ recovered database must keep serving after `qilbee-backup dr` exits); its output
 log file next to the data directory. It is stopped by its PID alone: SIGTERM, then SIGKILL
 after `stop_timeout`. A PID known only from an Instance record (e.g. after a CLI restart) is
 signalled only while /proc/<pid>/cmdline still names the instance's data directory, so a
-recycled PID is never hit. Note: the real server flushes on Ctrl-C (SIGINT) but does not
-handle SIGTERM; its durability on stop rests on RocksDB's write-ahead log.
+recycled PID is never hit. A server that fails to start is reported with the reason its log
+gives (its last line that reads like an error), or that it wrote nothing. Note: the real server
+flushes on Ctrl-C (SIGINT) but does not handle SIGTERM; its durability on stop rests on RocksDB's
+write-ahead log.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from qilbee_backup.provision.base import (
     Instance,
     NotHealthy,
     ProvisionError,
+    failure_reason,
     Provisioner,
     check_timeout,
     ensure_port_free,
     free_port,
-    one_line_tail,
     render,
     template_fields,
     url_for,
@@ -164,7 +166,7 @@ class ProcessProvisioner(Provisioner):
             self.stop(instance)
             raise ProvisionError(
                 f"QilbeeDB process (pid {proc.pid}) for {url} {exc.reason}"
-                f"{'' if exc.exited else '; stopped it'}; log {log_path}: {_log_tail(log_path, log_start)}"
+                f"{'' if exc.exited else '; stopped it'}: {_log_reason(log_path, log_start)} (log {log_path})"
             ) from None
         except BaseException:  # interrupted while waiting: leave nothing behind
             self.stop(instance)
@@ -266,11 +268,11 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def _log_tail(log_path: Path, start: int) -> str:
+def _log_reason(log_path: Path, start: int) -> str:
+    """Why the server failed, from this run's part of its log."""
     try:
         with open(log_path, "rb") as f:
             f.seek(start)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return "(log unreadable)"
-    return one_line_tail(text)
+            return failure_reason(f.read().decode(errors="replace"))
+    except OSError as exc:
+        return f"its log is unreadable ({exc.strerror or type(exc).__name__})"

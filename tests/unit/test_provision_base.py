@@ -19,7 +19,7 @@ from qilbee_backup.provision.base import (
     check_timeout,
     ensure_port_free,
     free_port,
-    one_line_tail,
+    failure_reason,
     port_answers,
     render,
     template_fields,
@@ -74,12 +74,12 @@ def test_check_timeout():
             check_timeout("health_timeout", bad)
 
 
-def test_one_line_tail_keeps_the_end_on_one_line():
-    log = "starting\n\nloading data\r\nerror: LOCK held by another process\n"
-    assert one_line_tail(log) == "starting | loading data | error: LOCK held by another process"
-    assert one_line_tail("x" * 5000 + "\nthe end", chars=100).endswith("the end")
-    assert len(one_line_tail("y" * 5000, chars=100)) == 100
-    assert one_line_tail("") == "(empty log)"
+def test_failure_reason_is_the_last_line_that_says_why():
+    log = "starting\nerror: LOCK held by another process\nshutting down\n"
+    assert failure_reason(log) == "error: LOCK held by another process"
+    assert failure_reason("starting\n  loading   data  \n") == "loading data"
+    assert len(failure_reason("fatal " + "y" * 5000)) == 603
+    assert failure_reason("") == "it wrote nothing to its log"
 
 
 def test_a_served_port_is_refused_and_a_free_one_accepted():

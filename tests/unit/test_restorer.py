@@ -168,7 +168,7 @@ class _BreaksOff:
 
 
 def test_a_transfer_that_breaks_off_is_fetched_again(snapshot, tmp_path, monkeypatch):
-    monkeypatch.setattr("qilbee_backup.restorer._RETRY_PAUSE", 0.0)
+    monkeypatch.setattr("qilbee_backup.archiver.RETRY_PAUSE", 0.0)
     repo = Repository(FlakyDestination(tmp_path / "repo"))
     m = backup(repo, snapshot, tmp_path)
     target = tmp_path / "restored"
