@@ -4,18 +4,20 @@ verify → prune the archives, each step a task with its own duration in the UI.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from flows.parameters import Retention, retention_rules
 from qilbee_backup import archive as archives
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
+from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from qilbee_backup.errors import IntegrityError
+from qilbee_backup.manifest import check_kind, check_source_name, default_source_name
 from tasks import archive as steps
 from tasks import backup as backup_steps
 from tasks.artifacts import publish_rows, publish_table
@@ -39,6 +41,8 @@ def archive(
     read_data: bool = False,
     lock_wait: float = 0.0,
     spool_dir: str | None = None,
+    source_name: str | None = None,
+    keep_checkpoints: Annotated[int, Field(ge=0)] = 0,
 ) -> dict:
     """Archive one QilbeeDB server: one self-contained tar + zstd file in a cold storage class, then prune old archives.
 
@@ -62,35 +66,47 @@ def archive(
         read_data: Re-read the uploaded archive to check every byte; only where it is readable without a retrieval (file repositories, non-archive classes).
         lock_wait: Seconds to wait for another run's lock on this source (default: fail at once).
         spool_dir: Directory for the local archive file before upload (needs room for one compressed copy of the database; default: the system's temporary directory).
+        source_name: The database's name in the repository: its archives form their own series, so retention never
+            crosses databases. Default: host-port of the source URL.
+        keep_checkpoints: Server checkpoints to keep once the archive is committed: 0 deletes the one this run took;
+            N keeps the newest N (other runs' younger than an hour are spared).
     """
     logger = get_run_logger()
     started = time.monotonic()
     storage_class = archives.check_storage_class(storage_class)
     rules = retention_rules(retention)
-    repositories = [pipeline.open_repository(url, **({"sse": sse} if sse else {})) for url in repos]
+    name = check_source_name(source_name) if source_name is not None else default_source_name(source)
+    check_kind(kind)
+    pipeline.parse_grace(grace)
+    repositories = [pipeline.open_repository(url, must_exist=False, **({"sse": sse} if sse else {})) for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
-    spool = Path(tempfile.mkdtemp(prefix="qilbee-archive-", dir=spool_dir))
+    # Nothing is written before the input is valid and the source answers; then the repositories exist.
+    pipeline.prepare(repositories, client)
+    clean_stale_spools(spool_dir)  # of runs that were killed: nobody else removes them
+    spool = new_spool(spool_dir)
     try:
         with pipeline.locked(repositories, source, wait=lock_wait):
             taken = backup_steps.snapshot(client, mode, container, data_path)
             try:
-                built = steps.build(taken, spool, kind, source)
+                built = steps.build(taken, spool, kind, source, name)
             finally:
                 taken.cleanup()
             uploads = [steps.upload.submit(repo, built, storage_class) for repo in repositories]
             for u in uploads:
                 u.result()
+            released = backup_steps.release_checkpoint_step(client, taken, keep_checkpoints)  # committed everywhere
             verified = [steps.verify(repo, built.manifest.backup_id, read_data) for repo in repositories]
             pruned = []
             if rules and all(v["ok"] for v in verified):  # never prune older archives beside a damaged new one
-                pruned = [steps.prune(repo, kind, rules, grace, False) for repo in repositories]
+                pruned = [steps.prune(repo, kind, rules, grace, False, name) for repo in repositories]
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        remove_spool(spool)
         client.close()
 
     manifest = built.manifest
     result = {
         "archive_id": manifest.backup_id,
+        "source": name,
         "kind": kind,
         "mode": taken.mode,
         "snapshot_id": taken.snapshot_id,
@@ -106,6 +122,7 @@ def archive(
         "pruned": [{"url": p["url"], "removed": [r["archive_id"] for r in p["removed"]],
                     "locked": [r["archive_id"] for r in p["locked"]]} for p in pruned],
         "stats": {k: taken.stats.get(k) for k in ("nodeCount", "relationshipCount")},
+        "checkpoints": released,
     }
     publish_table("archive-summary", result, f"archive {manifest.backup_id} of {source}")
     bad = [v for v in verified if not v["ok"]]
@@ -118,13 +135,15 @@ def archive(
 
 
 @flow(name="list-archives")
-def list_archives(repo: str, kind: str | None = None) -> list[dict]:
+def list_archives(repo: str, kind: str | None = None, source_name: str | None = None) -> list[dict]:
     """Every archive in the repository, oldest first (from the records: no retrieval needed).
 
     Args:
         repo: Repository URL (a path, file:///path or s3://bucket/prefix).
         kind: Only archives of this series.
+        source_name: Only the archives of this source database.
     """
-    rows = [r.summary() for r in archives.list_archives(pipeline.open_repository(repo), kind=kind)]
+    records, damaged = archives.archive_catalog(pipeline.open_repository(repo), kind=kind, source_name=source_name)
+    rows = [r.summary() for r in records] + [{"archive_id": d.backup_id, "damaged": d.reason} for d in damaged]
     publish_rows("archive-list", rows, f"archives in {repo}")
     return rows

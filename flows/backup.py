@@ -3,18 +3,19 @@ snapshot → copy → upload → verify → prune, each step a task with its own
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
+from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from qilbee_backup.destinations.url import S3Location, parse_url
 from qilbee_backup.errors import IntegrityError, UsageError
-from qilbee_backup.manifest import SourceInfo
+from qilbee_backup.manifest import SourceInfo, check_kind, check_source_name, default_source_name
 from flows.parameters import Retention, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_table
@@ -51,6 +52,8 @@ def backup(
     lock_wait: float = 0.0,
     retention: Retention | None = None,
     grace: str = "1h",
+    source_name: str | None = None,
+    keep_checkpoints: Annotated[int, Field(ge=0)] = 0,
 ) -> dict:
     """Back up one QilbeeDB server to one or more repositories (3-2-1), then verify and prune them.
 
@@ -71,17 +74,29 @@ def backup(
         lock_mode: GOVERNANCE (privileged users may lift the lock) or COMPLIANCE (nobody can, until it expires).
         read_data: Verify by downloading and re-hashing every blob instead of checking sizes.
         lock_wait: Seconds to wait for another run's lock on this source before failing.
-        retention: Which backups of this series to keep after the backup; empty keeps everything.
+        retention: Which backups of this series (this source and kind) to keep after the backup; empty keeps
+            everything. Nothing is pruned unless the new backup verified in every repository.
         grace: Unreferenced blobs younger than this are spared by the sweep (a backup may be in flight).
+        source_name: The database's name in the repository: its backups form their own series, so retention
+            never crosses databases. Default: host-port of the source URL; set it so a database keeps its
+            series when disaster recovery moves it to another URL.
+        keep_checkpoints: Server checkpoints to keep once the backup is committed: 0 deletes the one this run took;
+            N keeps the newest N (other runs' younger than an hour are spared).
     """
     logger = get_run_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
     rules = retention_rules(retention)
-    repositories = [pipeline.open_repository(url, **s3_options, **_lock_options(url, lock_days, lock_mode, repos))
+    name = check_source_name(source_name) if source_name is not None else default_source_name(source)
+    check_kind(kind)
+    pipeline.parse_grace(grace)
+    repositories = [pipeline.open_repository(url, must_exist=False, **s3_options, **_lock_options(url, lock_days, lock_mode, repos))
                     for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
-    spool = Path(tempfile.mkdtemp(prefix="qilbee-spool-"))
+    # Nothing is written before the input is valid and the source answers; then the repositories exist.
+    pipeline.prepare(repositories, client)
+    clean_stale_spools()  # of runs that were killed: nobody else removes them
+    spool = new_spool()
     try:
         with pipeline.locked(repositories, source, wait=lock_wait):
             taken = steps.snapshot(client, mode, container, data_path)
@@ -90,23 +105,29 @@ def backup(
                 manifest = pipeline.make_manifest(
                     copied, kind=kind, stats=taken.stats,
                     source=SourceInfo(url=source, server_version=taken.server_version, mode=taken.mode,
-                                      snapshot_id=taken.snapshot_id, container=taken.container),
+                                      snapshot_id=taken.snapshot_id, container=taken.container, name=name),
                 )
                 uploads = [steps.upload.submit(repo, copied, manifest) for repo in repositories]
                 uploaded = [u.result() for u in uploads]
+                released = steps.release_checkpoint_step(client, taken, keep_checkpoints)  # committed everywhere
             finally:
                 taken.cleanup()
             checks = [steps.verify.submit(repo, manifest.backup_id, read_data) for repo in repositories]
             verified = [c.result() for c in checks]
             pruned = []
-            if rules:
-                pruned = [steps.prune(repo, kind, rules, grace, False) for repo in repositories]
+            # Never prune beside a failed verify: the new backup may not be restorable, and the
+            # rules would count it and remove an older good one in its place.
+            if rules and all(v["ok"] for v in verified):
+                pruned = [steps.prune(repo, kind, rules, grace, False, name) for repo in repositories]
+            elif rules:
+                logger.warning("not pruning: backup %s failed verification", manifest.backup_id)
     finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        remove_spool(spool)
         client.close()
 
     result = {
         "backup_id": manifest.backup_id,
+        "source": name,
         "kind": kind,
         "mode": taken.mode,
         "snapshot_id": taken.snapshot_id,
@@ -119,6 +140,7 @@ def backup(
             for u, v in zip(uploaded, verified)
         ],
         "pruned": [{"url": p["url"], "removed": [r["backup_id"] for r in p["removed"]]} for p in pruned],
+        "checkpoints": released,
         "stats": {k: taken.stats.get(k) for k in ("nodeCount", "relationshipCount")},
     }
     publish_table("backup-summary", result, f"backup {manifest.backup_id} of {source}")

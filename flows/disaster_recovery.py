@@ -6,13 +6,10 @@ backup at the trigger) against their targets. An integrity mismatch stops the ru
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from prefect import flow, get_run_logger, pause_flow_run
-from prefect.events import emit_event
 from prefect.input import RunInput
 
+from flows.instance_recovery import StepClock, provisioner_options, recovery_result, restore_newest_intact, targets_report
 from qilbee_backup import pipeline, recovery
 from qilbee_backup.report import recovery_markdown
 from tasks import recovery as steps
@@ -26,32 +23,6 @@ class SwitchApproval(RunInput):
     note: str = ""
 
 
-class StepClock:
-    """Times each step of the runbook, so the report shows where the recovery time went."""
-
-    def __init__(self) -> None:
-        self.trigger = recovery.utcnow()
-        self._t0 = time.monotonic()
-        self.steps: list[dict[str, Any]] = []
-
-    def run(self, name: str, fn, *args, **kwargs):
-        start = time.monotonic()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self.steps.append({"name": name, "duration_s": round(time.monotonic() - start, 3)})
-
-    def elapsed(self) -> float:
-        return round(time.monotonic() - self._t0, 3)
-
-
-def provisioner_options(provider: str, server_cmd: str | None, image: str | None, network: str | None,
-                        container_command: str | None, health_timeout: float) -> dict:
-    if provider == "process":
-        return {"server_cmd": server_cmd, "health_timeout": health_timeout}
-    return {"image": image, "network": network, "command": container_command, "health_timeout": health_timeout}
-
-
 def dns_options(dns: str, hosts_file: str | None, zone_id: str | None, zone_name: str | None, dns_server: str | None,
                 dns_port: int | None, dns_zone: str | None, tsig_key_name: str | None, tsig_algorithm: str | None) -> dict:
     if dns == "hosts":
@@ -61,42 +32,13 @@ def dns_options(dns: str, hosts_file: str | None, zone_id: str | None, zone_name
     return {"server": dns_server, "port": dns_port, "zone": dns_zone, "key_name": tsig_key_name, "key_algorithm": tsig_algorithm}
 
 
-def recovery_result(choice, clock: StepClock, rto: float, rto_target_s: float, rpo_target_s: float, integrity, restored) -> dict:
-    """The figures a DR and a drill both report."""
-    manifest = choice.manifest
-    return {
-        "backup_id": manifest.backup_id,
-        "kind": manifest.kind,
-        "skipped_backups": choice.skipped,
-        "steps": clock.steps,
-        "rto_s": rto,
-        "rto_target_s": rto_target_s,
-        "rpo_s": round(recovery.rpo_seconds(manifest, clock.trigger), 3),
-        "rpo_target_s": rpo_target_s,
-        "integrity": integrity.to_dict(),
-        "restore": {"files": restored.files, "bytes": restored.bytes, "bytes_downloaded": restored.bytes_downloaded},
-    }
-
-
-def targets_report(result: dict) -> list[str]:
-    """Warnings for missed targets, also sent as Prefect events an automation can act on."""
-    missed = []
-    for what in ("rto", "rpo"):
-        value, target = result.get(f"{what}_s"), result.get(f"{what}_target_s")
-        if value is not None and target is not None and value > target:
-            missed.append(f"{what.upper()} {value:.0f} s missed its target of {target:.0f} s")
-            emit_event(event=f"qilbee.recovery.{what}-missed",
-                       resource={"prefect.resource.id": f"qilbee.backup.{result['backup_id']}"},
-                       payload={"value_s": value, "target_s": target, "kind": result.get("kind")})
-    return missed
-
-
 @flow(name="disaster-recovery")
 def disaster_recovery(
     repo: str,
     provider: str = "process",
     backup: str | None = None,
     kind: str | None = None,
+    source_name: str | None = None,
     data_root: str = "./qilbee-dr",
     port: int | None = None,
     server_cmd: str | None = None,
@@ -126,8 +68,10 @@ def disaster_recovery(
     Args:
         repo: The repository to recover from: a path, file:///path or s3://bucket/prefix.
         provider: Where the new instance runs: process (a server command on this machine) or docker.
-        backup: A backup id; empty takes the newest that passes a quick verify (a damaged one is skipped).
+        backup: A backup id (restored or the run fails); empty takes the newest intact backup: one that fails a
+            quick verify or turns out damaged while restored is skipped, and named in the report.
         kind: Choose among this series only (daily, weekly, monthly, adhoc).
+        source_name: Choose among this source database's backups only (its name, as `list` shows it).
         data_root: The new instance's data directory is made under here.
         port: The new instance's port; empty picks a free one.
         server_cmd: process provider: the server command, with {data_dir}, {port} and {host}; empty runs
@@ -158,12 +102,11 @@ def disaster_recovery(
         raise recovery.RecoveryError("--dns needs --record FQDN (the name to point at the new instance)")
     clock = StepClock()
     repository = pipeline.open_repository(repo)
-    choice = clock.run("choose-backup", steps.choose_backup, repository, backup, kind)
+    recovered = restore_newest_intact(
+        clock, repository, backup, kind, source_name, provider,
+        provisioner_options(provider, server_cmd, image, network, container_command, health_timeout), data_root)
+    choice, provisioner, data_dir, restored = recovered.choice, recovered.provisioner, recovered.data_dir, recovered.result
     manifest = choice.manifest
-    provisioner, data_dir = clock.run("provision", steps.provision, provider,
-                                      provisioner_options(provider, server_cmd, image, network, container_command, health_timeout),
-                                      data_root, manifest.backup_id)
-    restored = clock.run("restore", steps.restore, repository, manifest, data_dir)
     instance = clock.run("start-instance", steps.start_instance, provisioner, data_dir, port, None)
     integrity = clock.run("integrity-check", steps.integrity_check, instance, manifest, restored.files)
     if not integrity.ok:

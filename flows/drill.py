@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.disaster_recovery import StepClock, provisioner_options, recovery_result, targets_report
+from flows.instance_recovery import StepClock, provisioner_options, recovery_result, restore_newest_intact, targets_report
 from qilbee_backup import pipeline, recovery
 from qilbee_backup.report import recovery_markdown
 from tasks import recovery as steps
@@ -25,6 +25,7 @@ def drill(
     provider: str = "process",
     backup: str | None = None,
     kind: str | None = None,
+    source_name: str | None = None,
     server_cmd: str | None = None,
     image: str | None = "qilbeedb/qilbeedb:latest",
     network: str | None = "bridge",
@@ -38,8 +39,10 @@ def drill(
     Args:
         repo: The repository to recover from: a path, file:///path or s3://bucket/prefix.
         provider: Where the new instance runs: process (a server command on this machine) or docker.
-        backup: A backup id; empty takes the newest that passes a quick verify (a damaged one is skipped).
+        backup: A backup id (restored or the drill fails); empty takes the newest intact backup: one that fails a
+            quick verify or turns out damaged while restored is skipped, and named in the report.
         kind: Choose among this series only (daily, weekly, monthly, adhoc).
+        source_name: Choose among this source database's backups only (its name, as `list` shows it).
         server_cmd: process provider: the server command, with {data_dir}, {port} and {host}; empty runs
             the bundled emulator (give the real qilbeedb binary here).
         image: docker provider: the server image.
@@ -55,12 +58,11 @@ def drill(
     provisioner = instance = None
     try:
         repository = pipeline.open_repository(repo)
-        choice = clock.run("choose-backup", steps.choose_backup, repository, backup, kind)
+        recovered = restore_newest_intact(
+            clock, repository, backup, kind, source_name, provider,
+            provisioner_options(provider, server_cmd, image, network, container_command, health_timeout), str(workdir))
+        choice, provisioner, data_dir, restored = recovered.choice, recovered.provisioner, recovered.data_dir, recovered.result
         manifest = choice.manifest
-        provisioner, data_dir = clock.run("provision", steps.provision, provider,
-                                          provisioner_options(provider, server_cmd, image, network, container_command, health_timeout),
-                                          str(workdir), manifest.backup_id)
-        restored = clock.run("restore", steps.restore, repository, manifest, data_dir)
         instance = clock.run("start-instance", steps.start_instance, provisioner, data_dir, None, None)
         integrity = clock.run("integrity-check", steps.integrity_check, instance, manifest, restored.files)
         rto = clock.elapsed()

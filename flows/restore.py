@@ -2,7 +2,9 @@
 
 Into a directory that already holds data (an existing instance) the old data is moved aside, never
 deleted until the restored data passes its checks on a running server; on any failure the old
-data is put back and the instance restarted as it was.
+data is put back and the instance restarted as it was. Into a new or empty directory, a failure
+leaves it as it was too (absent, or empty): nothing restored stays to fill a disk or to be taken
+for a good copy. The restore refuses a directory a running server uses (--container stops it first).
 
 An archive in a cold storage class (GLACIER, DEEP_ARCHIVE) is retrieved first, before any container
 is stopped: the flow starts the retrieval and waits for it, or with retrieval_wait=0 stops at once
@@ -11,6 +13,8 @@ saying the retrieval was started and to run again later.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -20,7 +24,7 @@ from qilbee_backup import pipeline, recovery
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.cold_storage import check_retrieval_options
 from qilbee_backup.errors import UsageError
-from qilbee_backup.provision import open_provisioner
+from qilbee_backup.provision import ProvisionError, open_provisioner
 from tasks import archive as archive_steps
 from tasks import recovery as steps
 from tasks.artifacts import publish_table
@@ -32,6 +36,7 @@ def restore(
     data_dir: str,
     backup: str = "latest",
     kind: str | None = None,
+    source_name: str | None = None,
     replace: bool = False,
     container: str | None = None,
     source: str | None = None,
@@ -50,6 +55,7 @@ def restore(
         data_dir: Directory to restore into: missing or empty, or holding data with replace (or container).
         backup: The backup to restore: an id or latest. Not used with archive.
         kind: With latest (backup or archive): the newest of this series.
+        source_name: With latest: the newest backup of this source database (its name, as `list` shows it).
         replace: data_dir holds data: move it aside, and put it back if the restored data fails its check.
         container: Docker container using data_dir: stopped, restored into, started again and checked.
         source: The container's URL for the check (default http://127.0.0.1:7474).
@@ -74,7 +80,7 @@ def restore(
         # Before any container is stopped: a retrieval from cold storage can take hours.
         archive_steps.retrieve(repository, record, retrieval_wait, retrieval_poll, retrieval_days, retrieval_tier)
     else:
-        manifest = repository.load(backup, kind=kind)
+        manifest = repository.load(backup, kind=kind, source_name=source_name)
     stopped = None
     if container:
         import docker
@@ -99,11 +105,11 @@ def restore(
             if integrity is not None and not integrity.ok:
                 raise recovery.RecoveryError(f"restored backup {manifest.backup_id} failed its check: " + "; ".join(integrity.differences))
         except BaseException:
-            if restored.swap is not None:
-                if stopped is not None:
-                    stopped.stop(timeout=30)
-                restored.swap.rollback()
-                logger.error("restore rolled back: the previous data of %s is in place again", target)
+            if stopped is not None:
+                stopped.stop(timeout=30)  # the restored data is moved away: no server may use it
+            restored.undo()
+            logger.error("restore undone: %s", f"the previous data of {target} is in place again" if restored.swap
+                         else f"nothing restored stays in {target}")
             raise
         if restored.swap is not None:
             restored.swap.commit()
@@ -123,11 +129,24 @@ def restore(
 
 
 def _check_on_throwaway_server(data_dir: Path, manifest, files: int, server_cmd: str | None):
-    """Start a server on the restored data for a moment and compare its figures with the backup's."""
-    provisioner = open_provisioner("process", server_cmd=server_cmd, health_timeout=120)
-    instance = provisioner.start(data_dir)
+    """Start a server on the restored data for a moment and compare its figures with the backup's.
+
+    Its log goes to a temporary directory, never beside data_dir (an undone restore leaves nothing
+    there); it is kept only when the server did not start and the error names it."""
+    log_dir = Path(tempfile.mkdtemp(prefix="qilbee-restore-check-"))
+    keep_log = False
     try:
-        with QilbeeClient(instance.url) as client:
-            return recovery.check_instance(client, manifest, files)
+        provisioner = open_provisioner("process", server_cmd=server_cmd, health_timeout=120, log_dir=log_dir)
+        try:
+            instance = provisioner.start(data_dir)
+        except ProvisionError as exc:
+            keep_log = str(log_dir) in str(exc)  # only a log the error points at is worth keeping
+            raise recovery.RecoveryError(f"restored backup {manifest.backup_id} failed its check: {exc}") from None
+        try:
+            with QilbeeClient(instance.url) as client:
+                return recovery.check_instance(client, manifest, files)
+        finally:
+            provisioner.stop(instance)
     finally:
-        provisioner.stop(instance)
+        if not keep_log:
+            shutil.rmtree(log_dir, ignore_errors=True)

@@ -52,6 +52,22 @@ def _add_snapshot_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
     p.add_argument("--sse", choices=("AES256", "aws:kms"), help="S3 server-side encryption")
     p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
+    _add_source_name(p, "the database's name in the repository, its series for retention (default: HOST-PORT of --source)")
+    p.add_argument("--keep-checkpoints", type=_non_negative_int, default=0, metavar="N",
+                   help="server checkpoints to keep after the backup: 0 deletes the one it took; N keeps the newest N")
+
+
+def _add_source_name(p: argparse.ArgumentParser, helptext: str) -> None:
+    p.add_argument("--source-name", type=_source_name, metavar="NAME", help=helptext)
+
+
+def _source_name(text: str) -> str:
+    from .manifest import check_source_name
+
+    try:
+        return check_source_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_retention(p: argparse.ArgumentParser) -> None:
@@ -110,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list the backups (or archives) in a repository")
     _add_repo(ls)
     ls.add_argument("--kind", help="only this series")
+    _add_source_name(ls, "only the backups of this source database")
     ls.add_argument("--archives", action="store_true", help="list the cold-storage archives instead of the backups")
     _add_json(ls)
 
@@ -121,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="apply retention to one series, then sweep unreferenced blobs")
     _add_repo(pr)
-    pr.add_argument("--kind", help="the series to apply the rules to (default: each series separately)")
+    pr.add_argument("--kind", help="only the series of this kind (default: every kind; each series separately)")
+    _add_source_name(pr, "only the series of this source database (default: every source; retention never crosses sources)")
     _add_retention(pr)
     pr.add_argument("--grace", default="1h", metavar="DURATION", help="spare unreferenced blobs younger than this (a backup may be in flight)")
     pr.add_argument("--dry-run", action="store_true", help="say what would be kept and removed, change nothing")
@@ -131,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_repo(rs)
     rs.add_argument("--backup", default="latest", metavar="ID", help="a backup id or 'latest' (default)")
     rs.add_argument("--kind", help="with latest: the newest of this series")
+    _add_source_name(rs, "with latest: the newest backup of this source database")
     rs.add_argument("--data-dir", required=True, metavar="DIR", help="where to restore (missing or empty, or see --replace)")
     rs.add_argument("--replace", action="store_true", help="DIR holds data: move it aside, put it back if the restore fails its checks")
     rs.add_argument("--container", metavar="NAME", help="the Docker container using DIR: stopped, restored, started and checked")
@@ -151,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--provider", choices=("process", "docker"), default="process")
         d.add_argument("--backup", metavar="ID", help="a backup id (default: the newest that passes a quick verify)")
         d.add_argument("--kind", help="choose among this series only")
+        _add_source_name(d, "choose among this source database's backups only")
         d.add_argument("--server-cmd", metavar="CMD", help="process provider: the server command ({data_dir}, {port}, {host}); default: the emulator")
         d.add_argument("--image", default="qilbeedb/qilbeedb:latest", help="docker provider: the image")
         d.add_argument("--network", choices=("bridge", "host"), default="bridge", help="docker provider: published port or host networking")
@@ -203,10 +223,22 @@ def _snapshot_source(args: argparse.Namespace) -> dict[str, Any]:
     if args.api_key:
         os.environ[API_KEY_ENV] = args.api_key  # to the flow through the environment, not its parameters
     return dict(source=args.source, repos=args.repo, mode=args.mode, container=args.container, data_path=args.data_path,
-                api_key_env=API_KEY_ENV, api_key_secret=args.api_key_secret, sse=args.sse, lock_wait=args.lock_wait)
+                api_key_env=API_KEY_ENV, api_key_secret=args.api_key_secret, sse=args.sse, lock_wait=args.lock_wait,
+                source_name=args.source_name, keep_checkpoints=args.keep_checkpoints)
+
+
+def _check_ids(args: argparse.Namespace) -> None:
+    """Backup and archive ids are checked before anything runs: a bad one is a usage error, exit 2."""
+    from .manifest import check_backup_ref
+
+    for name in ("backup", "archive"):
+        value = getattr(args, name, None)
+        if value is not None:
+            check_backup_ref(value)
 
 
 def _run_command(args: argparse.Namespace) -> Any:
+    _check_ids(args)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.command == "backup":
@@ -228,12 +260,12 @@ def _run_command(args: argparse.Namespace) -> Any:
         parse_url(args.repo)
         from flows.archive import list_archives
 
-        return list_archives(repo=args.repo, kind=args.kind)
+        return list_archives(repo=args.repo, kind=args.kind, source_name=args.source_name)
     if args.command == "list":
         parse_url(args.repo)
         from flows.maintenance import list_backups
 
-        return list_backups(repo=args.repo, kind=args.kind)
+        return list_backups(repo=args.repo, kind=args.kind, source_name=args.source_name)
     if args.command == "verify":
         parse_url(args.repo)
         from flows.maintenance import verify
@@ -250,18 +282,21 @@ def _run_command(args: argparse.Namespace) -> Any:
             parse_duration(args.keep_within)
         from flows.maintenance import prune
 
-        return prune(repo=args.repo, kind=args.kind, retention=_retention_from(args), grace=args.grace, dry_run=args.dry_run)
+        return prune(repo=args.repo, kind=args.kind, retention=_retention_from(args), grace=args.grace, dry_run=args.dry_run,
+                     source_name=args.source_name)
     if args.command == "restore":
         parse_url(args.repo)
         from flows.restore import restore
 
-        return restore(repo=args.repo, data_dir=args.data_dir, backup=args.backup, kind=args.kind, replace=args.replace,
+        return restore(repo=args.repo, data_dir=args.data_dir, backup=args.backup, kind=args.kind, source_name=args.source_name,
+                       replace=args.replace,
                        container=args.container, source=args.source, server_cmd=args.server_cmd, check=not args.no_check,
                        archive=args.archive, retrieval_wait=args.retrieval_wait, retrieval_tier=args.retrieval_tier,
                        retrieval_days=args.retrieval_days)
     if args.command in ("dr", "drill"):
         parse_url(args.repo)
-        common = dict(repo=args.repo, provider=args.provider, backup=args.backup, kind=args.kind, server_cmd=args.server_cmd,
+        common = dict(repo=args.repo, provider=args.provider, backup=args.backup, kind=args.kind,
+                      source_name=args.source_name, server_cmd=args.server_cmd,
                       image=args.image, network=args.network, container_command=args.container_command,
                       rto_target_s=args.rto_target, rpo_target_s=args.rpo_target, health_timeout=args.health_timeout)
         if args.command == "drill":
@@ -299,9 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One line per HTTP request to the Prefect API drowns the progress an operator reads.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Prefect's event sender says it is flushing as the process exits: after the error line, not news.
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     try:
         result = _run_command(args)
     except QilbeeBackupError as e:
+        report = getattr(e, "result", None)
+        if report is not None:  # the run published its report before failing: show it too
+            _print_result(report, getattr(args, "json", False))
         print(f"qilbee-backup: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

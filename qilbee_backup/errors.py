@@ -31,3 +31,12 @@ class DestinationError(QilbeeBackupError):
 
 class ObjectLocked(QilbeeBackupError):
     """An object is under S3 Object Lock (a retention period or legal hold) and cannot be removed yet."""
+
+
+class FailedWithReport(QilbeeBackupError):
+    """A run that finished its work and found it failed (damage found, a check not passed): the
+    run is red, and `result` holds the report it published, for the CLI to print before the error."""
+
+    def __init__(self, message: str, result: dict | None = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -18,11 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import IntegrityError, UsageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the source carries a name (its series); 1 is still read
+
+# A manifest names paths a restore creates: bound them so a hostile one cannot exhaust the stack,
+# the filesystem's limits or memory (a RocksDB data directory is a flat tree of short names).
+MAX_PATH_DEPTH = 64
+MAX_NAME_BYTES = 255  # NAME_MAX on Linux filesystems
+MAX_PATH_BYTES = 4096  # PATH_MAX
 
 BACKUP_ID_RE = re.compile(r"(\d{8}T\d{6}Z)-([0-9a-f]{6})")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 KIND_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+SOURCE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -43,6 +50,14 @@ def parse_backup_id(backup_id: str) -> datetime:
         raise UsageError(f"malformed backup id {backup_id!r}: not a real date and time") from None
 
 
+def check_backup_ref(ref: str) -> str:
+    """A backup named by the operator: 'latest' or an id (UsageError, exit 2, for anything else:
+    an empty string must not quietly mean 'the newest')."""
+    if ref != "latest":
+        parse_backup_id(ref)
+    return ref
+
+
 def check_relative_path(path: str) -> str:
     """A path a restore may write under its target: relative POSIX, no '..', '.', empty part or backslash."""
     if not path or "\\" in path or "\x00" in path:
@@ -50,9 +65,45 @@ def check_relative_path(path: str) -> str:
     if path.startswith("/"):
         raise ValueError(f"file path {path!r} is absolute")
     parts = path.split("/")
+    if len(parts) > MAX_PATH_DEPTH:
+        raise ValueError(f"file path {path[:60]!r}... is {len(parts)} levels deep (at most {MAX_PATH_DEPTH})")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise ValueError(f"file path {path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
     if any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"file path {path!r} has an empty, '.' or '..' part")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise ValueError(f"file path {path[:60]!r}... has a name longer than {MAX_NAME_BYTES} bytes")
     return str(PurePosixPath(path))
+
+
+def check_kind(kind: str) -> str:
+    """A series kind: lowercase letters, digits, '-' or '_', at most 32 (daily, weekly, monthly, adhoc)."""
+    if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
+        raise UsageError(f"bad kind {kind!r}: lowercase letters, digits, '-' or '_' (e.g. daily, weekly, monthly, adhoc)")
+    return kind
+
+
+def check_source_name(name: str) -> str:
+    """A source's name (its backups' series): lowercase letters, digits, '.', '_' or '-', at most 64."""
+    if not isinstance(name, str) or not SOURCE_NAME_RE.fullmatch(name):
+        raise UsageError(f"bad source name {name!r}: lowercase letters, digits, '.', '_' or '-' (at most 64), "
+                         "starting with a letter or digit")
+    return name
+
+
+def default_source_name(url: str) -> str:
+    """The name a source gets when none is given: its host and port ("db.example.com-7474").
+
+    Backups made before names existed get the same name from their recorded URL, so they stay in
+    the series of the backups that follow them."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        parts, port = None, None
+    host = (parts.hostname if parts else None) or "source"
+    name = re.sub(r"[^a-z0-9._-]+", "-", f"{host}-{port}" if port else host).strip("-._")
+    return name[:64].rstrip("-._") or "source"
 
 
 def redact_url(url: str) -> str:
@@ -99,17 +150,30 @@ class SourceInfo(BaseModel):
     mode: Literal["online", "offline"]
     snapshot_id: str | None = None
     container: str | None = None
+    name: str | None = None  # the source's stable name (format 2); None in format 1 manifests
 
     @field_validator("url")
     @classmethod
     def _no_credentials(cls, value: str) -> str:
         return redact_url(value)
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and not SOURCE_NAME_RE.fullmatch(value):
+            raise ValueError(f"source name {value!r} must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
+        return value
+
+    @property
+    def series_name(self) -> str:
+        """The name this source's backups are grouped by: its own, else derived from its URL."""
+        return self.name or default_source_name(self.url)
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format_version: Literal[1] = FORMAT_VERSION
+    format_version: Literal[1, 2] = FORMAT_VERSION
     backup_id: str
     kind: str
     created_at: datetime
@@ -161,6 +225,11 @@ class Manifest(BaseModel):
             raise ValueError(f"bytes_total {self.bytes_total} differs from the sum of file sizes {total}")
         return self
 
+    @property
+    def series(self) -> tuple[str, str]:
+        """(source name, kind): retention and 'latest' work within one series, never across databases."""
+        return self.source.series_name, self.kind
+
     def blob_shas(self) -> set[str]:
         return {f.sha256 for f in self.files}
 
@@ -175,6 +244,6 @@ class Manifest(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             if first.get("loc") == ("format_version",):
-                raise IntegrityError(f"{origin} has format version {first.get('input')!r}; this tool reads version {FORMAT_VERSION}") from None
+                raise IntegrityError(f"{origin} has format version {first.get('input')!r}; this tool reads versions 1 to {FORMAT_VERSION}") from None
             where = ".".join(str(p) for p in first.get("loc", ())) or "document"
             raise IntegrityError(f"{origin} is not a valid manifest: {where}: {first.get('msg', 'invalid')}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from .checker import verify_backup
 from .client import QilbeeClient
@@ -23,22 +23,31 @@ log = logging.getLogger(__name__)
 @dataclass
 class Choice:
     manifest: Manifest
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # newer backups that failed their quick verify
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # newer backups passed over, and why
+    explicit: bool = False  # named by the operator: never replaced by another backup
 
 
-def choose_backup(repo: Repository, backup: str | None = None, kind: str | None = None) -> Choice:
-    """The named backup, or the newest that passes a quick verify (every blob there, right size).
+def choose_backup(repo: Repository, backup: str | None = None, kind: str | None = None,
+                  source_name: str | None = None, *, exclude: Iterable[str] = ()) -> Choice:
+    """The named backup, or the newest (of a series) that passes a quick verify (every blob there,
+    right size), leaving out `exclude` (backups already found damaged by a restore).
 
-    A damaged newer backup is skipped with a warning that names it: restoring an older whole backup
-    beats failing half-way through a newer broken one.
+    A damaged newer backup — its manifest unreadable or a blob missing — is skipped with a warning
+    that names it: restoring an older whole backup beats failing half-way through a newer broken one.
     """
     if backup and backup != "latest":
-        return Choice(repo.load(backup))
-    candidates = list(reversed(repo.list_backups(kind=kind)))
+        return Choice(repo.load(backup), explicit=True)
+    catalog = repo.catalog(kind=kind, source_name=source_name)
+    skipped = [{"backup_id": d.backup_id, "problems": d.reason} for d in catalog.damaged]
+    excluded = set(exclude)
+    candidates = [m for m in reversed(catalog.backups) if m.backup_id not in excluded]
     if not candidates:
-        raise NotFound(f"no {kind + ' ' if kind else ''}backups in {repo.url}")
+        what = " ".join(filter(None, [source_name and f"source {source_name}", kind]))
+        if skipped or excluded:
+            raise IntegrityError(f"no intact {what + ' ' if what else ''}backup in {repo.url}: "
+                                 + "; ".join(f"{s['backup_id']}: {s['problems']}" for s in skipped[:3]))
+        raise NotFound(f"no {what + ' ' if what else ''}backups in {repo.url}")
     sizes = repo.blob_sizes()
-    skipped = []
     for manifest in candidates:
         report = verify_backup(repo, manifest, blob_sizes=sizes)
         if report.ok:
@@ -46,7 +55,14 @@ def choose_backup(repo: Repository, backup: str | None = None, kind: str | None 
         reason = "; ".join(f"{p.path}: {p.reason}" for p in report.problems[:3])
         log.warning("skipping damaged backup %s: %s", manifest.backup_id, reason)
         skipped.append({"backup_id": manifest.backup_id, "problems": reason})
-    raise IntegrityError(f"every backup in {repo.url} is damaged; the newest: {skipped[0]['backup_id']}: {skipped[0]['problems']}")
+    raise IntegrityError(f"every backup in {repo.url} is damaged; the newest: {skipped[-len(candidates)]['backup_id']}: "
+                         f"{skipped[-len(candidates)]['problems']}")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Did a restore fail because the backup's data is damaged (so an older backup may do), rather
+    than because of the target, the store or the operator (where an older backup fails the same)?"""
+    return isinstance(exc, (IntegrityError, NotFound))
 
 
 @dataclass

@@ -1,9 +1,22 @@
 """The repository format, on any Destination (restic's model: one small storage interface below).
 
-    config.json                  {"format": "qilbee-backup", "version": 1, "created_at": ...}, written once
+    config.json                  {"format": "qilbee-backup", "version": 2, "created_at": ...}
     blobs/<sha[:2]>/<sha>        zstd of one file's content, keyed by the SHA-256 of the *uncompressed* bytes
-    backups/<backup_id>.json     the manifest: the commit point, written after every blob it names is stored
+    backups/<backup_id>.<digest>.json
+                                 the manifest: the commit point, written after every blob it names is stored;
+                                 <digest> is the SHA-256 of the object's bytes, checked at every read
     locks/<source_key>.json      one run per source at a time
+
+A manifest seals itself by its name (restic names snapshot files by their hash too): an edit in
+place — a file entry removed and bytes_total adjusted — no longer matches the name, and the
+backup is reported damaged instead of restored short. Version 1 repositories named manifests
+``backups/<backup_id>.json`` (no digest); those are still read, and the first write upgrades the
+config to version 2 so that older tools, which would not see the new names, refuse the repository
+instead of sweeping the blobs of backups they cannot see.
+
+A damaged manifest (unreadable, unsealed by an edit, two for one id) never blocks the rest:
+``catalog()`` returns the readable backups and names the damaged ones; callers skip them, verify
+counts them, and prune neither removes them nor sweeps while one exists (its blobs are unknown).
 
 A backup without a manifest does not exist: an interrupted run leaves only blobs, which the next
 run reuses and ``sweep`` removes once they are older than its grace period and still unreferenced.
@@ -41,19 +54,59 @@ from .retention import Duration
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "qilbee-backup"
-REPOSITORY_VERSION = 1
+REPOSITORY_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million files is ~200 MB... of paths; ours hold hundreds
 CONFIG_KEY = "config.json"
 BLOBS = "blobs/"
 BACKUPS = "backups/"
 LOCKS = "locks/"
 _BLOB_KEY_RE = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
-_MANIFEST_KEY_RE = re.compile(r"backups/(\d{8}T\d{6}Z-[0-9a-f]{6})\.json")
+_MANIFEST_KEY_RE = re.compile(r"backups/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:\.([0-9a-f]{64}))?\.json")
 _SOURCE_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _STALE_TAKEOVER = timedelta(minutes=5)
 
 
 class BackupExists(QilbeeBackupError):
     """A manifest with this backup id is already in the repository."""
+
+
+class BlobsMissing(IntegrityError):
+    """A manifest was not committed: blobs it names are not stored (a sweep may have raced us)."""
+
+    def __init__(self, message: str, shas: set[str]) -> None:
+        super().__init__(message)
+        self.shas = shas
+
+
+@dataclass(frozen=True)
+class ManifestRef:
+    """A manifest object as listed: its backup id, key and the digest its name seals it with."""
+
+    backup_id: str
+    key: str
+    digest: str | None  # SHA-256 of the stored bytes; None for a version 1 name
+    size: int
+
+
+@dataclass(frozen=True)
+class DamagedManifest:
+    """A manifest that cannot be trusted: skipped by every reader, named in every report."""
+
+    backup_id: str
+    key: str
+    reason: str  # one line, naming the object
+
+    def describe(self) -> str:
+        return self.reason
+
+
+@dataclass
+class Catalog:
+    """What a repository's manifests say: the readable backups (oldest first) and the damaged ones."""
+
+    backups: list[Manifest]
+    damaged: list[DamagedManifest]
 
 
 @dataclass
@@ -70,9 +123,10 @@ def blob_key(sha256: str) -> str:
     return f"{BLOBS}{sha256[:2]}/{sha256}"
 
 
-def manifest_key(backup_id: str) -> str:
+def manifest_key(backup_id: str, data: bytes) -> str:
+    """Where a manifest with these bytes is stored: its name carries their SHA-256."""
     parse_backup_id(backup_id)
-    return f"{BACKUPS}{backup_id}.json"
+    return f"{BACKUPS}{backup_id}.{hashlib.sha256(data).hexdigest()}.json"
 
 
 def source_key_for(source_url: str) -> str:
@@ -179,70 +233,123 @@ class Repository:
     # -- config ------------------------------------------------------------------------
 
     def init(self, now: datetime | None = None) -> dict[str, Any]:
-        """Create config.json unless it exists (idempotent, safe to race); check an existing one."""
+        """Create config.json unless it exists (idempotent, safe to race); check an existing one, and
+        upgrade a version 1 repository before anything is written in the version 2 layout."""
         config = {"format": FORMAT_NAME, "version": REPOSITORY_VERSION, "created_at": (now or _utcnow()).isoformat()}
         if self.dest.put_bytes(CONFIG_KEY, json.dumps(config).encode(), if_absent=True):
             return config
-        return self.config()
+        existing = self.config()
+        if existing.get("version") != REPOSITORY_VERSION:
+            existing = {**existing, "version": REPOSITORY_VERSION}
+            self.dest.put_bytes(CONFIG_KEY, json.dumps(existing).encode())  # same bytes if two runs race
+            log.info("%s: repository upgraded to version %d (sealed manifest names)", self.url, REPOSITORY_VERSION)
+        return existing
 
     def config(self) -> dict[str, Any]:
         """The repository's config; NotFound if never initialised, IntegrityError if it is not ours."""
         try:
             raw = self.dest.get_bytes(CONFIG_KEY)
         except NotFound:
-            raise NotFound(f"{self.url} is not initialised (no {CONFIG_KEY})") from None
+            raise NotFound(f"{self.url} is not a qilbee-backup repository (no {CONFIG_KEY}: a wrong location, "
+                           "or no backup was made there yet)") from None
         try:
             config = json.loads(raw)
         except ValueError:
             raise IntegrityError(f"{self.url}/{CONFIG_KEY} is not valid JSON") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
             raise IntegrityError(f"{self.url} is not a {FORMAT_NAME} repository ({CONFIG_KEY} says otherwise)")
-        if config.get("version") != REPOSITORY_VERSION:
-            raise IntegrityError(f"{self.url} has repository version {config.get('version')!r}; this tool reads {REPOSITORY_VERSION}")
+        if config.get("version") not in READABLE_VERSIONS:
+            raise IntegrityError(f"{self.url} has repository version {config.get('version')!r}; this tool reads "
+                                 f"{', '.join(map(str, READABLE_VERSIONS))}")
         return config
 
     # -- backups -----------------------------------------------------------------------
 
-    def backup_ids(self) -> list[str]:
-        """Ids of every committed backup (from key names alone: one listing, no downloads), sorted."""
-        ids = []
-        for info in self.dest.list(BACKUPS):
+    def manifest_refs(self, backup_id: str | None = None) -> dict[str, list[ManifestRef]]:
+        """Every manifest object (of one backup) by backup id, from one listing: no downloads."""
+        refs: dict[str, list[ManifestRef]] = {}
+        prefix = f"{BACKUPS}{backup_id}." if backup_id else BACKUPS
+        for info in self.dest.list(prefix):
             m = _MANIFEST_KEY_RE.fullmatch(info.key)
             if m:
-                ids.append(m.group(1))
+                refs.setdefault(m.group(1), []).append(ManifestRef(m.group(1), info.key, m.group(2), info.size))
             else:
                 log.warning("ignoring %s/%s: not a backup manifest name", self.url, info.key)
-        return sorted(ids)
+        return refs
 
-    def list_backups(self, kind: str | None = None) -> list[Manifest]:
-        """Every backup (of one kind), oldest first. An unreadable manifest is an IntegrityError, not
-        skipped: a sweep must never think the blobs of a backup it could not read are unreferenced."""
-        ids = self.backup_ids()
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            manifests = list(pool.map(self._read_manifest, ids))
-        if kind is not None:
-            manifests = [m for m in manifests if m.kind == kind]
-        return sorted(manifests, key=lambda m: (m.created_at, m.backup_id))
+    def manifest_key_of(self, backup_id: str) -> str:
+        """The key a committed backup's manifest is stored under (its name carries a digest)."""
+        refs = self.manifest_refs(backup_id).get(backup_id)
+        if not refs:
+            raise NotFound(f"backup {backup_id} not found in {self.url}")
+        return refs[0].key
 
-    def load(self, backup_id: str = "latest", kind: str | None = None) -> Manifest:
-        """One backup by id, or the newest (of a kind) for 'latest'. kind only narrows 'latest'."""
+    def backup_ids(self) -> list[str]:
+        """Ids of every committed backup (from key names alone: one listing, no downloads), sorted."""
+        return sorted(self.manifest_refs())
+
+    def catalog(self, kind: str | None = None, source_name: str | None = None) -> Catalog:
+        """Every backup's manifest, read and checked in parallel: the readable ones (of one series, if
+        asked), oldest first, and every damaged one (whatever its series: it cannot be told)."""
+        refs = self.manifest_refs()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(self._read_refs, sorted(refs), [refs[i] for i in sorted(refs)]))
+        backups = [m for m in outcomes if isinstance(m, Manifest)]  # None: removed since the listing
+        damaged = [d for d in outcomes if isinstance(d, DamagedManifest)]
+        for d in damaged:
+            log.warning("%s: skipping damaged %s", self.url, d.describe())
+        backups = [m for m in backups if (kind is None or m.kind == kind)
+                   and (source_name is None or m.source.series_name == source_name)]
+        return Catalog(sorted(backups, key=lambda m: (m.created_at, m.backup_id)), damaged)
+
+    def list_backups(self, kind: str | None = None, source_name: str | None = None) -> list[Manifest]:
+        """The readable backups (of one kind and/or source), oldest first; damaged manifests are
+        skipped and logged. Never use this to decide which blobs are unreferenced: use catalog()."""
+        return self.catalog(kind, source_name).backups
+
+    def load(self, backup_id: str = "latest", kind: str | None = None, source_name: str | None = None) -> Manifest:
+        """One backup by id, or the newest readable one (of a kind/source) for 'latest'.
+        kind and source_name only narrow 'latest'. A damaged manifest asked for by id: IntegrityError."""
         if backup_id == "latest":
-            backups = self.list_backups(kind)
+            backups = self.list_backups(kind, source_name)
             if not backups:
-                raise NotFound(f"no {kind + ' ' if kind else ''}backups in {self.url}")
+                what = " ".join(filter(None, [source_name and f"source {source_name}", kind])) or ""
+                raise NotFound(f"no {what + ' ' if what else ''}backups in {self.url}")
             return backups[-1]
         parse_backup_id(backup_id)
-        return self._read_manifest(backup_id)
+        refs = self.manifest_refs(backup_id).get(backup_id)
+        if not refs:
+            raise NotFound(f"backup {backup_id} not found in {self.url}")
+        outcome = self._read_refs(backup_id, refs)
+        if outcome is None:
+            raise NotFound(f"backup {backup_id} not found in {self.url}")
+        if isinstance(outcome, DamagedManifest):
+            raise IntegrityError(outcome.describe())
+        return outcome
 
-    def _read_manifest(self, backup_id: str) -> Manifest:
-        key = manifest_key(backup_id)
+    def _read_refs(self, backup_id: str, refs: list[ManifestRef]) -> Manifest | DamagedManifest | None:
+        """The backup's manifest, or why it cannot be trusted; None if it was removed since the listing."""
+        if len(refs) > 1:
+            return DamagedManifest(backup_id, refs[0].key, f"{self.url}: {len(refs)} manifests claim backup {backup_id} "
+                                   f"({', '.join(r.key.removeprefix(BACKUPS) for r in refs)})")
         try:
-            data = self.dest.get_bytes(key)
+            return self._read_manifest(refs[0])
+        except IntegrityError as exc:
+            return DamagedManifest(backup_id, refs[0].key, str(exc))
         except NotFound:
-            raise NotFound(f"backup {backup_id} not found in {self.url}") from None
-        manifest = Manifest.from_json(data, origin=f"{self.url}/{key}")
-        if manifest.backup_id != backup_id:
-            raise IntegrityError(f"{self.url}/{key} holds backup id {manifest.backup_id}, not {backup_id}")
+            return None
+
+    def _read_manifest(self, ref: ManifestRef) -> Manifest:
+        """The manifest behind ref, checked: size bound, digest against its name, schema, id."""
+        where = f"{self.url}/{ref.key}"
+        if ref.size > MAX_MANIFEST_BYTES:
+            raise IntegrityError(f"{where}: manifest of {ref.size} bytes is over the {MAX_MANIFEST_BYTES} byte limit")
+        data = self.dest.get_bytes(ref.key)
+        if ref.digest is not None and hashlib.sha256(data).hexdigest() != ref.digest:
+            raise IntegrityError(f"{where}: manifest does not match the digest in its name (edited or damaged)")
+        manifest = Manifest.from_json(data, origin=where)
+        if manifest.backup_id != ref.backup_id:
+            raise IntegrityError(f"{where}: holds backup id {manifest.backup_id}, not {ref.backup_id}")
         return manifest
 
     def retain_until(self, created_at: datetime) -> datetime | None:
@@ -271,30 +378,37 @@ class Repository:
         proves every blob it names is stored, with the recorded stored size. retain_until: write it locked."""
         if check_blobs:
             sizes = self.blob_sizes()
+            lacking = {e.sha256 for e in manifest.files if e.sha256 not in sizes}
+            if lacking:
+                entry = next(e for e in manifest.files if e.sha256 in lacking)
+                raise BlobsMissing(f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of "
+                                   f"{entry.path} is missing" + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""),
+                                   lacking)
             for entry in manifest.files:
-                have = sizes.get(entry.sha256)
-                if have is None:
-                    raise IntegrityError(f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of {entry.path} is missing")
+                have = sizes[entry.sha256]
                 if entry.stored_size is not None and have != entry.stored_size:
                     raise IntegrityError(
                         f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of {entry.path} "
                         f"has {have} bytes, expected {entry.stored_size}"
                     )
-        if not self.dest.put_bytes(manifest_key(manifest.backup_id), manifest.to_json(), if_absent=True,
-                                   retain_until=retain_until):
+        data = manifest.to_json()
+        if self.manifest_refs(manifest.backup_id) or not self.dest.put_bytes(
+                manifest_key(manifest.backup_id, data), data, if_absent=True, retain_until=retain_until):
             raise BackupExists(f"backup {manifest.backup_id} already exists in {self.url}")
 
     def backup_locked_until(self, backup_id: str) -> datetime | None:
-        """When the lock on a backup's manifest ends, if it is locked now."""
-        return self.dest.locked_until(manifest_key(backup_id))
+        """When the lock on a backup's manifest ends, if it is locked now (the latest of its objects)."""
+        ends = [self.dest.locked_until(ref.key) for ref in self.manifest_refs(backup_id).get(backup_id, [])]
+        return max((e for e in ends if e is not None), default=None)
 
     def remove_backup(self, backup_id: str, *, missing_ok: bool = False) -> None:
         """Forget a backup (its manifest); its blobs go at the next sweep if nothing else uses them.
         ObjectLocked (and the backup stays whole) while its manifest is locked."""
-        key = manifest_key(backup_id)
-        if not missing_ok and self.dest.stat(key) is None:
+        refs = self.manifest_refs(backup_id).get(backup_id, [])
+        if not refs and not missing_ok:
             raise NotFound(f"backup {backup_id} not found in {self.url}")
-        self.dest.remove(key)
+        for ref in refs:
+            self.dest.remove(ref.key)
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -315,7 +429,12 @@ class Repository:
         self.dest.put_file(blob_key(sha256), staged.path, sha256=staged.stored_sha256, retain_until=retain_until)
 
     def referenced_blobs(self) -> set[str]:
-        return {sha for m in self.list_backups() for sha in m.blob_shas()}
+        """Every blob a backup needs; IntegrityError while a damaged manifest hides what it needs."""
+        catalog = self.catalog()
+        if catalog.damaged:
+            raise IntegrityError(f"{self.url}: cannot tell which blobs are unreferenced while "
+                                 f"{len(catalog.damaged)} manifest(s) are damaged ({catalog.damaged[0].describe()})")
+        return {sha for m in catalog.backups for sha in m.blob_shas()}
 
     def sweep(
         self,
@@ -394,23 +513,44 @@ class Repository:
         try:
             yield handle
         finally:
-            handle.release()
+            # Releasing is tidying up: when it fails, the work done under the lock stands (a backup
+            # is already committed) and an earlier error stays the one reported. The lock is left
+            # to expire, or to be taken over at once by the next run on this host once we exit.
+            try:
+                handle.release()
+            except Exception as exc:  # noqa: BLE001 - any failure here must not replace the outcome
+                log.warning("%s: could not release lock %s (%s); it lapses at %s", self.url, key, exc,
+                            f"{mine.expires_at:%Y-%m-%dT%H:%M:%SZ}")
 
     def _try_lock(self, key: str, mine: LockInfo) -> LockInfo | None:
         """None when mine is now the lock; else the lock that stands in the way."""
         for _ in range(3):
-            if self.dest.put_bytes(key, mine.to_json(), if_absent=True):
+            if self._put_lock(key, mine):
                 return None
             current = self._read_lock(key)
+            if current is not None and current.token == mine.token:
+                return None  # our own write, whose answer was lost and whose retry found it there
             if current is not None:
                 break
         else:  # released and retaken between our calls, again and again: call it held
             return LockInfo("another run", "unknown", 0, _utcnow(), _utcnow(), "contended")
-        if current.expires_at > _utcnow() and not _holder_is_gone(current):
+        holder_dead = _holder_is_gone(current)
+        if current.expires_at > _utcnow() and not holder_dead:
             return current
-        return self._take_over(key, current, mine)
+        return self._take_over(key, current, mine, "its holder is dead" if holder_dead else "it expired")
 
-    def _take_over(self, key: str, expired: LockInfo, mine: LockInfo) -> LockInfo | None:
+    def _put_lock(self, key: str, mine: LockInfo) -> bool:
+        """Create the lock if absent. A write that failed may still have landed: it is ours if the
+        stored lock carries our token."""
+        try:
+            return self.dest.put_bytes(key, mine.to_json(), if_absent=True)
+        except QilbeeBackupError:
+            current = self._read_lock(key)
+            if current is not None and current.token == mine.token:
+                return True
+            raise
+
+    def _take_over(self, key: str, expired: LockInfo, mine: LockInfo, why: str) -> LockInfo | None:
         marker = f"{key}.takeover-{expired.token}"
         if not self.dest.put_bytes(marker, mine.to_json(), if_absent=True):
             info = self.dest.stat(marker)
@@ -421,9 +561,9 @@ class Repository:
         try:
             current = self._read_lock(key)
             if current is not None and current.token == expired.token:
-                log.warning("taking over expired lock %s held by %s", key, expired.describe())
+                log.warning("taking over lock %s held by %s: %s", key, expired.describe(), why)
                 self.dest.remove(key)
-            if self.dest.put_bytes(key, mine.to_json(), if_absent=True):
+            if self._put_lock(key, mine):
                 return None
             return self._read_lock(key) or expired
         finally:

@@ -21,13 +21,13 @@ _TASK = dict(cache_policy=NONE)
 
 
 @task(name="build-archive", **_TASK)
-def build(taken: TakenSnapshot, spool: Path, kind: str, source: str) -> archives.BuiltArchive:
+def build(taken: TakenSnapshot, spool: Path, kind: str, source: str, source_name: str) -> archives.BuiltArchive:
     logger = get_run_logger()
     with HashCache() as cache:
         built = archives.build_archive(
             taken.path, spool, kind=kind, stats=taken.stats, hash_cache=cache,
             source=SourceInfo(url=source, server_version=taken.server_version, mode=taken.mode,
-                              snapshot_id=taken.snapshot_id, container=taken.container),
+                              snapshot_id=taken.snapshot_id, container=taken.container, name=source_name),
         )
     logger.info("archive %s built: %d files, %d bytes -> %d bytes (tar + zstd), SHA-256 %s", built.manifest.backup_id,
                 len(built.manifest.files), built.manifest.bytes_total, built.size, built.sha256)
@@ -56,11 +56,14 @@ def verify(repo, archive_id: str, read_data: bool = False) -> dict:
 
 
 @task(name="prune-archives", **_TASK)
-def prune(repo, kind: str | None, retention: dict | None, grace: str, dry_run: bool) -> dict:
-    result = archives.prune_archives(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run)
+def prune(repo, kind: str | None, retention: dict | None, grace: str, dry_run: bool, source_name: str | None = None) -> dict:
+    result = archives.prune_archives(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run,
+                                     source_name=source_name)
     get_run_logger().info("%s: kept %d, removed %d archives (%d still locked), %d leftover files%s", repo.url,
                           len(result["kept"]), len(result["removed"]), len(result["locked"]),
                           len(result["leftovers_removed"]), " (dry run)" if dry_run else "")
+    for damaged in result["damaged"]:
+        get_run_logger().warning("%s: damaged archive record left alone: %s", repo.url, damaged["reason"])
     return result
 
 

@@ -9,7 +9,7 @@ from prefect.cache_policies import NONE
 
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.snapshot import TakenSnapshot, take_snapshot
+from qilbee_backup.snapshot import TakenSnapshot, release_checkpoint, take_snapshot
 
 # Task inputs hold open clients and large file lists: never hash them for caching. No timeouts:
 # Prefect cannot interrupt a sync task in a worker thread, so a timeout would only mislead.
@@ -43,24 +43,42 @@ def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult
 
 
 @task(name="verify", **_TASK)
-def verify(repo, backup_id: str, read_data: bool = False) -> dict:
+def verify(repo, backup, read_data: bool = False) -> dict:
+    """backup: an id, or the manifest already read (saves reading it again)."""
     logger = get_run_logger()
-    report = pipeline.verify(repo, backup_id, read_data=read_data)
+    report = pipeline.verify(repo, backup, read_data=read_data)
+    backup_id = report["backup_id"]
     if report["ok"]:
         logger.info("%s: backup %s verified (%d files, %d bytes%s)", repo.url, backup_id, report["checked_files"],
                     report["checked_bytes"], ", data re-hashed" if read_data else "")
     else:
-        logger.error("%s: backup %s is damaged: %s", repo.url, backup_id, "; ".join(report["problems"][:10]))
+        logger.error("%s: %s", repo.url, report["summary"])
     return report
 
 
 @task(name="prune", **_TASK)
-def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool) -> dict:
+def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool, source_name: str | None = None) -> dict:
     logger = get_run_logger()
-    result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run)
+    result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run, source_name=source_name)
     logger.info("%s: kept %d, removed %d, locked %d backups; swept %d blobs (%d still locked)%s", repo.url,
                 len(result["kept"]), len(result["removed"]), len(result["locked"]), result["blobs_removed"],
                 result["blobs_locked"], " (dry run)" if dry_run else "")
     for locked in result["locked"]:
         logger.info("%s: kept %s: %s", repo.url, locked["backup_id"], locked["reason"])
+    for damaged in result["damaged"]:
+        logger.warning("%s: damaged manifest left alone: %s", repo.url, damaged["reason"])
+    if result["sweep_skipped"]:
+        logger.warning("%s: no blobs swept while a manifest is damaged (it may name some of them)", repo.url)
     return result
+
+
+@task(name="release-checkpoint", **_TASK)
+def release_checkpoint_step(client: QilbeeClient, taken: TakenSnapshot, keep_newest: int) -> dict:
+    """Once the backup is committed: delete the server's checkpoint (keeping the newest N if asked).
+    What cannot be deleted is a warning, never a failed backup."""
+    released = release_checkpoint(client, taken, keep_newest)
+    if released.deleted:
+        get_run_logger().info("deleted server checkpoint(s) %s", ", ".join(released.deleted))
+    for warning in released.warnings:
+        get_run_logger().warning(warning)
+    return released.as_dict()

@@ -18,9 +18,10 @@ _TASK = dict(cache_policy=NONE)
 
 
 @task(name="choose-backup", **_TASK)
-def choose_backup(repo, backup: str | None, kind: str | None) -> recovery.Choice:
+def choose_backup(repo, backup: str | None, kind: str | None, source_name: str | None = None,
+                  exclude: list[str] | None = None) -> recovery.Choice:
     logger = get_run_logger()
-    choice = recovery.choose_backup(repo, backup, kind)
+    choice = recovery.choose_backup(repo, backup, kind, source_name, exclude=exclude or ())
     for skipped in choice.skipped:
         logger.warning("skipped damaged backup %s: %s", skipped["backup_id"], skipped["problems"])
     logger.info("restoring backup %s (%s, %s)", choice.manifest.backup_id, choice.manifest.kind, choice.manifest.created_at.isoformat())

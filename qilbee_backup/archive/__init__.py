@@ -35,6 +35,7 @@ from .store import (
     ArchiveExists,
     ArchiveFile,
     ArchiveRecord,
+    archive_catalog,
     archive_ids,
     archive_key,
     check_storage_class,
@@ -50,7 +51,7 @@ from .store import (
 __all__ = [
     "ARCHIVES", "ARCHIVE_SUFFIX", "CHUNK", "DATA_DIR", "DEFAULT_KIND", "DEFAULT_RETENTION", "MANIFEST_NAME",
     "RECORD_FORMAT", "RECORD_SUFFIX", "SUMS_NAME", "ArchiveExists", "ArchiveFile", "ArchiveRecord", "BuiltArchive",
-    "Progress", "archive_ids", "archive_key", "build_archive", "check_storage_class", "list_archives", "load_archive",
+    "Progress", "archive_catalog", "archive_ids", "archive_key", "build_archive", "check_storage_class", "list_archives", "load_archive",
     "prune_archives", "read_archive", "read_record", "record_key", "restore_archive", "restore_archive_stream",
     "sums_text", "upload_archive", "verify_archive",
 ]

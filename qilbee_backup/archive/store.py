@@ -23,7 +23,7 @@ from ..destinations.base import Destination
 from ..destinations.s3 import S3Destination, S3Options
 from ..errors import IntegrityError, NotFound, ObjectLocked, QilbeeBackupError
 from ..manifest import SHA256_RE, Manifest, parse_backup_id
-from ..repository import Repository
+from ..repository import DamagedManifest, Repository
 from ..retention import Duration, Policy, apply_policy, parse_duration
 from .format import ARCHIVE_SUFFIX, BuiltArchive, read_archive
 
@@ -104,7 +104,8 @@ class ArchiveRecord(BaseModel):
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {
-            "archive_id": m.backup_id, "created_at": m.created_at.isoformat(), "kind": m.kind, "files": len(m.files),
+            "archive_id": m.backup_id, "created_at": m.created_at.isoformat(), "source": m.source.series_name,
+            "kind": m.kind, "files": len(m.files),
             "bytes_total": m.bytes_total, "archive_bytes": self.archive.size, "storage_class": self.archive.storage_class,
             "mode": m.source.mode,
         }
@@ -183,17 +184,36 @@ def read_record(repo: Repository, archive_id: str) -> ArchiveRecord:
     return record
 
 
-def list_archives(repo: Repository, kind: str | None = None) -> list[ArchiveRecord]:
-    """Every committed archive (of one kind), oldest first; an unreadable record is an IntegrityError."""
+def archive_catalog(repo: Repository, kind: str | None = None,
+                    source_name: str | None = None) -> tuple[list[ArchiveRecord], list[DamagedManifest]]:
+    """Every committed archive (of one kind and/or source), oldest first, and every record that
+    cannot be read: those are skipped and named, never in the way of the others."""
+    def read(archive_id: str) -> ArchiveRecord | DamagedManifest | None:
+        try:
+            return read_record(repo, archive_id)
+        except IntegrityError as exc:
+            return DamagedManifest(archive_id, record_key(archive_id), str(exc))
+        except NotFound:
+            return None  # removed since the listing
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        records = list(pool.map(lambda i: read_record(repo, i), archive_ids(repo)))
-    if kind is not None:
-        records = [r for r in records if r.manifest.kind == kind]
-    return sorted(records, key=lambda r: (r.manifest.created_at, r.archive_id))
+        outcomes = list(pool.map(read, archive_ids(repo)))
+    damaged = [o for o in outcomes if isinstance(o, DamagedManifest)]
+    for d in damaged:
+        log.warning("%s: skipping damaged archive record: %s", repo.url, d.reason)
+    records = [o for o in outcomes if isinstance(o, ArchiveRecord)
+               and (kind is None or o.manifest.kind == kind)
+               and (source_name is None or o.manifest.source.series_name == source_name)]
+    return sorted(records, key=lambda r: (r.manifest.created_at, r.archive_id)), damaged
+
+
+def list_archives(repo: Repository, kind: str | None = None, source_name: str | None = None) -> list[ArchiveRecord]:
+    """Every readable archive (of one kind and/or source), oldest first; damaged records are skipped."""
+    return archive_catalog(repo, kind, source_name)[0]
 
 
 def load_archive(repo: Repository, archive_id: str = "latest", kind: str | None = None) -> ArchiveRecord:
-    """One archive by id, or the newest (of a kind) for 'latest'."""
+    """One archive by id, or the newest readable one (of a kind) for 'latest'."""
     if archive_id == "latest":
         records = list_archives(repo, kind)
         if not records:
@@ -247,29 +267,30 @@ def prune_archives(
     grace: str | Duration | timedelta = "1d",
     dry_run: bool = False,
     now: datetime | None = None,
+    source_name: str | None = None,
 ) -> dict[str, Any]:
-    """Retention per series of archives (or the one named; default: kept 12 months), and leftovers.
+    """Retention per series of archives (source name, kind; or those named; default: kept 12
+    months), and leftovers.
 
     An archive goes record first, then its file: once the record is gone the archive no longer
     exists, so an interrupted prune leaves at most a file without a record. Such files (also left
-    by a run interrupted between upload and commit) are removed once older than grace.
+    by a run interrupted between upload and commit) are removed once older than grace. A file
+    whose record is there but damaged is no leftover: it stays, and the record is reported.
     An archive whose record is under S3 Object Lock (e.g. the bucket's default retention) stays whole
     and is listed under "locked"; a locked leftover file stays until a later prune after its lock ends.
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     policy = Policy.from_mapping(DEFAULT_RETENTION if retention is None else retention)
     grace_d = parse_duration(grace)
-    records = list_archives(repo)
-    kinds = [kind] if kind else sorted({r.manifest.kind for r in records})
-    decisions = []
-    for series in kinds:
-        members = [r.manifest for r in records if r.manifest.kind == series]
-        decisions += [(series, d) for d in apply_policy(members, policy, now)]
+    records, damaged = archive_catalog(repo, kind, source_name)
+    series: dict[tuple[str, str], list] = {}
+    for r in records:
+        series.setdefault(r.manifest.series, []).append(r.manifest)
+    decisions = [(key, d) for key, members in sorted(series.items()) for d in apply_policy(members, policy, now)]
     removed = [d.backup_id for _, d in decisions if not d.keep]
-    _, files = _scan(repo)
-    committed = {r.archive_id for r in records}
+    recorded, files = _scan(repo)
     cutoff = grace_d.before(now)
-    orphans = sorted(i for i, info in files.items() if i not in committed and info.modified < cutoff)
+    orphans = sorted(i for i, info in files.items() if i not in recorded and info.modified < cutoff)
     locked: set[str] = set()
     if not dry_run:
         for archive_id in removed:
@@ -281,11 +302,16 @@ def prune_archives(
                 continue
             _remove_file(repo, archive_id)
         orphans = [archive_id for archive_id in orphans if _remove_file(repo, archive_id)]
+
+    def row(key: tuple[str, str], d) -> dict[str, Any]:
+        return {"archive_id": d.backup_id, "source": key[0], "kind": key[1]}
+
     return {
         "url": repo.url, "dry_run": dry_run,
-        "kept": [{"archive_id": d.backup_id, "kind": s, "reasons": d.reasons} for s, d in decisions if d.keep],
-        "removed": [{"archive_id": d.backup_id, "kind": s} for s, d in decisions if not d.keep and d.backup_id not in locked],
-        "locked": [{"archive_id": d.backup_id, "kind": s} for s, d in decisions if d.backup_id in locked],
+        "kept": [{**row(k, d), "reasons": d.reasons} for k, d in decisions if d.keep],
+        "removed": [row(k, d) for k, d in decisions if not d.keep and d.backup_id not in locked],
+        "locked": [row(k, d) for k, d in decisions if d.backup_id in locked],
+        "damaged": [{"archive_id": d.backup_id, "reason": d.reason} for d in damaged],
         "leftovers_removed": orphans,
     }
 

@@ -16,7 +16,7 @@ from qilbee_backup.pipeline import open_repository
 
 def test_archive_to_a_local_repository_and_to_glacier_then_restore_each(emulator, moto_server, s3_repo_url, s3_client, tmp_path):
     local = str(tmp_path / "repo")
-    made = archive(source=emulator.url, repos=[local, s3_repo_url], storage_class="GLACIER")
+    made = archive(source=emulator.url, repos=[local, s3_repo_url], storage_class="GLACIER", keep_checkpoints=1)
 
     assert made["mode"] == "online" and made["kind"] == "monthly" and made["files"] > 0
     assert [(d["url"], d["storage_class"], d["verified"]) for d in made["destinations"]] == [
@@ -74,7 +74,7 @@ def test_a_damaged_archive_fails_the_restore_at_once_and_keeps_the_existing_data
     root = tmp_path / "snap"
     root.mkdir()
     (root / "000042.sst").write_bytes(bytes(range(256)) * 4096)
-    repo = open_repository(str(tmp_path / "repo"))
+    repo = open_repository(str(tmp_path / "repo"), must_exist=False)
     record = upload_archive(repo, build_archive(root, tmp_path / "spool", source=SourceInfo(url="http://db:7474", mode="online")))
     stored = tmp_path / "repo" / archives.archive_key(record.archive_id)
     stored.write_bytes(stored.read_bytes()[:-100] + bytes(100))
@@ -93,7 +93,7 @@ def test_a_damaged_archive_fails_the_restore_at_once_and_keeps_the_existing_data
 def test_the_cli_archives_to_glacier_lists_and_restores_it(run_cli, emulator, s3_repo_url, tmp_path):
     import json
 
-    made = run_cli("archive", "--source", emulator.url, "--repo", s3_repo_url, "--storage-class", "GLACIER", "--json")
+    made = run_cli("archive", "--source", emulator.url, "--repo", s3_repo_url, "--storage-class", "GLACIER", "--keep-checkpoints", "1", "--json")
     assert made.returncode == 0, made.stderr
     archive_id = json.loads(made.stdout)["archive_id"]
     listed = run_cli("list", "--repo", s3_repo_url, "--archives", "--json")

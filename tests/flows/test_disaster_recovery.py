@@ -74,7 +74,7 @@ def test_integrity_mismatch_stops_before_dns(emulator, tmp_path, stop_instances)
     wrong = dict(real, nodeCount=real["nodeCount"] + 1,
                  graphs={g: dict(v, nodeCount=v["nodeCount"] + (1 if g == "social" else 0)) for g, v in real["graphs"].items()})
     repo = str(tmp_path / "repo")
-    backup_directory([open_repository(repo)], snap, kind="daily", source=SourceInfo(url=emulator.url, mode="online"),
+    backup_directory([open_repository(repo, must_exist=False)], snap, kind="daily", source=SourceInfo(url=emulator.url, mode="online"),
                      stats=wrong, spool=tmp_path / "spool")
     hosts = tmp_path / "hosts"
     hosts.write_text("10.9.9.9 db.qilbee.test\n")
@@ -149,7 +149,7 @@ def test_dr_with_docker_provider(backed_up, tmp_path, emulator_image, docker_cli
 
 
 def test_missed_targets_are_warnings_and_events(backed_up, tmp_path, monkeypatch):
-    import flows.disaster_recovery as dr_flow
+    import flows.instance_recovery as dr_flow
 
     sent = []
     monkeypatch.setattr(dr_flow, "emit_event", lambda **event: sent.append(event))  # the boundary to Prefect's event bus
@@ -177,7 +177,7 @@ def test_failing_drill_still_tears_down(emulator, tmp_path):
     snap = Path(httpx.post(f"{emulator.url}/admin/snapshot").json()["path"])
     real = open_readonly_counts(snap)
     repo = str(tmp_path / "repo")
-    backup_directory([open_repository(repo)], snap, kind="daily", source=SourceInfo(url=emulator.url, mode="online"),
+    backup_directory([open_repository(repo, must_exist=False)], snap, kind="daily", source=SourceInfo(url=emulator.url, mode="online"),
                      stats=dict(real, relationshipCount=real["relationshipCount"] + 5), spool=tmp_path / "spool")
     before = set(_pids_with("qilbee-drill-"))
     with pytest.raises(RecoveryError, match="relationshipCount"):

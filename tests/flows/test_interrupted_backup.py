@@ -56,8 +56,13 @@ def test_killed_mid_upload_then_rerun(emulator_factory, moto_server, s3_client, 
     assert result["destinations"][0]["blobs_sent"] == len(new_blobs)
     # The rerun's backup needs blobs the killed run had sent, and did not send them again.
     needed = {f"repo/blobs/{f['sha256'][:2]}/{f['sha256']}" for f in
-              json.loads(s3_client.get_object(Bucket=s3_bucket, Key=f"repo/backups/{result['backup_id']}.json")["Body"].read())["files"]}
+              json.loads(s3_client.get_object(Bucket=s3_bucket, Key=_manifest_key(s3_client, s3_bucket, result["backup_id"]))["Body"].read())["files"]}
     assert needed & sent_before, "the rerun reused none of the blobs sent before the kill"
     assert needed <= sent_after
     assert result["destinations"][0]["verified"] is True
     assert not _keys(s3_client, s3_bucket, "repo/locks/")
+
+
+def _manifest_key(s3_client, bucket: str, backup_id: str) -> str:
+    (key,) = _keys(s3_client, bucket, f"repo/backups/{backup_id}.")
+    return key

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 import httpx
 
 from qilbee_backup.pipeline import open_repository
-from qilbee_backup.repository import manifest_key
 
 
 def _add_nodes(url: str, count: int) -> None:
@@ -26,7 +25,8 @@ def test_locked_backup_survives_prune_while_the_local_copy_is_pruned(run_cli, em
     assert first.returncode == 0, first.stderr
     first_id = json.loads(first.stdout)["backup_id"]
     assert "is not S3: its copy of the backup is not locked" in first.stderr
-    head = s3_client.head_object(Bucket=bucket, Key=f"repo/{manifest_key(first_id)}")
+    (key,) = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix=f"repo/backups/{first_id}.")["Contents"]]
+    head = s3_client.head_object(Bucket=bucket, Key=key)
     assert head["ObjectLockMode"] == "GOVERNANCE"
     until = head["ObjectLockRetainUntilDate"]
     assert timedelta(hours=23) < until - datetime.now(timezone.utc) <= timedelta(days=1)

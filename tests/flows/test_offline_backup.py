@@ -108,7 +108,7 @@ def test_a_failed_restore_into_a_container_puts_the_old_data_back_and_restarts_i
     c.wait_healthy()
     real = open_readonly_counts(snap)
     repo = str(tmp_path / "repo")
-    bad = backup_directory([open_repository(repo)], snap, kind="adhoc", source=SourceInfo(url=c.url, mode="offline"),
+    bad = backup_directory([open_repository(repo, must_exist=False)], snap, kind="adhoc", source=SourceInfo(url=c.url, mode="offline"),
                            stats=dict(real, nodeCount=real["nodeCount"] + 1,
                                       graphs={g: dict(v, nodeCount=v["nodeCount"] + (g == "ops")) for g, v in real["graphs"].items()}),
                            spool=tmp_path / "spool")

@@ -15,7 +15,7 @@ T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 
 def _make_series(repo_url: str, tmp_path) -> dict[str, list[str]]:
     """14 daily backups of a rolling window of 3 day-files plus a base file, and weekly ones on day 0 and 7."""
-    repo = open_repository(repo_url)
+    repo = open_repository(repo_url, must_exist=False)
     src = tmp_path / "src"
     src.mkdir()
     (src / "base.sst").write_bytes(b"base" * 1000)

@@ -19,7 +19,7 @@ from qilbee_backup.pipeline import backup_directory
 
 def test_restore_cli_into_a_new_directory(run_cli, emulator, tmp_path):
     repo = str(tmp_path / "repo")
-    made = backup(source=emulator.url, repos=[repo])
+    made = backup(source=emulator.url, repos=[repo], keep_checkpoints=1)  # kept to compare with
     target = tmp_path / "restored"
     done = run_cli("restore", "--repo", repo, "--data-dir", str(target), "--json")
     assert done.returncode == 0, done.stderr
@@ -33,7 +33,7 @@ def test_restore_over_existing_data_that_fails_its_check_puts_the_old_data_back(
     snap = Path(httpx.post(f"{emulator.url}/admin/snapshot").json()["path"])
     real = open_readonly_counts(snap)
     repo = str(tmp_path / "repo")
-    backup_directory([open_repository(repo)], snap, kind="adhoc", source=SourceInfo(url=emulator.url, mode="online"),
+    backup_directory([open_repository(repo, must_exist=False)], snap, kind="adhoc", source=SourceInfo(url=emulator.url, mode="online"),
                      stats=dict(real, nodeCount=real["nodeCount"] + 7), spool=tmp_path / "spool")
     existing = tmp_path / "instance-data"
     existing.mkdir()

@@ -186,7 +186,7 @@ def test_prune_leaves_an_archive_the_buckets_default_retention_still_locks(s3_bu
     (root / "CURRENT").write_bytes(b"x")
     ids = [archived(repo, root, tmp_path, now=datetime(2025, m, 1, 4, tzinfo=timezone.utc)).archive_id for m in (1, 2)]
     result = prune_archives(repo, retention={"keep_last": 1}, now=datetime(2025, 2, 2, tzinfo=timezone.utc))
-    assert result["removed"] == [] and result["locked"] == [{"archive_id": ids[0], "kind": "monthly"}]
+    assert result["removed"] == [] and result["locked"] == [{"archive_id": ids[0], "source": "127.0.0.1-7474", "kind": "monthly"}]
     assert [r.archive_id for r in list_archives(repo)] == ids  # left whole: record and file
     assert repo.dest.stat(archives.archive_key(ids[0])) is not None
     repo.close()

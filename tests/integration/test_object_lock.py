@@ -22,7 +22,7 @@ from qilbee_backup.destinations import S3Options, open_destination
 from qilbee_backup.errors import DestinationError, ObjectLocked, UsageError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.pipeline import backup_directory
-from qilbee_backup.repository import Repository, blob_key, manifest_key
+from qilbee_backup.repository import Repository, blob_key
 from tests.plugins.s3 import FAKE_SECRET_KEY
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def lock_bucket(s3_bucket_factory) -> str:
 @pytest.mark.parametrize("mode", ["governance", "COMPLIANCE"])
 def test_blobs_and_manifest_are_written_locked_lock_files_and_config_are_not(mode, lock_bucket, s3_client, tmp_path):
     url = f"s3://{lock_bucket}/repo"
-    repo = pipeline.open_repository(url, lock_mode=mode, lock_days=3, **SMALL_PARTS)
+    repo = pipeline.open_repository(url, must_exist=False, lock_mode=mode, lock_days=3, **SMALL_PARTS)
     root = write_tree(tmp_path / "snap", {
         "000100.sst": os.urandom(6 * MiB),  # above the multipart threshold: the lock is applied after upload
         "000001.sst": os.urandom(40_000),
@@ -95,7 +95,7 @@ def test_blobs_and_manifest_are_written_locked_lock_files_and_config_are_not(mod
 
     until = manifest.created_at + timedelta(days=3)
     assert uploaded.locked_until == until and uploaded.locks_extended == 0
-    for key in [manifest_key(manifest.backup_id)] + [blob_key(sha) for sha in manifest.blob_shas()]:
+    for key in [repo.manifest_key_of(manifest.backup_id)] + [blob_key(sha) for sha in manifest.blob_shas()]:
         answer = head(s3_client, repo, key)
         assert answer["ObjectLockMode"] == mode.upper(), key
         assert close_to(answer["ObjectLockRetainUntilDate"], until), key
@@ -113,7 +113,7 @@ def test_blobs_and_manifest_are_written_locked_lock_files_and_config_are_not(mod
 
 
 def test_a_second_backup_extends_the_lock_of_the_blobs_it_reuses(lock_bucket, s3_client, tmp_path):
-    repo = pipeline.open_repository(f"s3://{lock_bucket}/repo", lock_mode="GOVERNANCE", lock_days=1)
+    repo = pipeline.open_repository(f"s3://{lock_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=1)
     root = write_tree(tmp_path / "snap", {"shared.sst": b"shared" * 5000, "first.sst": b"first only" * 100})
     first, _ = run_backup(repo, root, tmp_path / "spool", now=datetime.now(UTC) - DAY + timedelta(minutes=5))
     shared, first_only = (blob_key(sha_of(first, name)) for name in ("shared.sst", "first.sst"))
@@ -143,7 +143,7 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     lock_bucket, s3_client, tmp_path
 ):
     url = f"s3://{lock_bucket}/repo"
-    writer = pipeline.open_repository(url, lock_mode="COMPLIANCE", lock_days=1)
+    writer = pipeline.open_repository(url, must_exist=False, lock_mode="COMPLIANCE", lock_days=1)
     root = write_tree(tmp_path / "snap", {"shared.sst": b"shared" * 5000, "old.sst": b"old only" * 100})
     # Dated almost a day ago, so its one-day lock ends a few seconds from now.
     old, _ = run_backup(writer, root, tmp_path / "spool", now=datetime.now(UTC) - DAY + SHORT_LOCK)
@@ -180,7 +180,8 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     with pytest.raises(ObjectLocked):
         repo.dest.remove(old_blob)
     assert old.backup_id in repo.backup_ids()
-    assert len(versions_of(s3_client, repo, manifest_key(old.backup_id))) == 1
+    old_manifest = repo.manifest_key_of(old.backup_id)
+    assert len(versions_of(s3_client, repo, old_manifest)) == 1
 
     time.sleep(max(0.0, (old_until - datetime.now(UTC)).total_seconds()) + 1.5)
     after = pipeline.prune(repo, kind=None, retention=rules, grace="0")
@@ -188,7 +189,7 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     assert (after["locked"], after["blobs_removed"], after["blobs_locked"]) == ([], 2, 0)
     assert repo.backup_ids() == [new.backup_id]
     # Removed for real: no version and no delete marker left to hold the space.
-    for key in (manifest_key(old.backup_id), old_blob, blob_key(orphan_sha)):
+    for key in (old_manifest, old_blob, blob_key(orphan_sha)):
         assert versions_of(s3_client, repo, key) == [], key
     assert pipeline.verify(repo, new.backup_id, read_data=True)["ok"]
 
@@ -233,25 +234,25 @@ def test_remove_on_a_lock_enabled_bucket(lock_bucket, s3_client):
 
 def test_lock_options_on_a_bucket_without_object_lock_are_one_clear_error(s3_bucket, moto_server):
     with pytest.raises(DestinationError) as refused:
-        pipeline.open_repository(f"s3://{s3_bucket}/repo", lock_mode="GOVERNANCE", lock_days=7)
+        pipeline.open_repository(f"s3://{s3_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
     message = str(refused.value)
     assert f"bucket {s3_bucket!r} has no Object Lock enabled" in message and "--lock-days" in message
     assert "\n" not in message and FAKE_SECRET_KEY not in message
     # Without lock options the same bucket opens and backs up as ever.
-    plain = pipeline.open_repository(f"s3://{s3_bucket}/repo")
+    plain = pipeline.open_repository(f"s3://{s3_bucket}/repo", must_exist=False)
     assert plain.dest.lock_period is None and plain.dest.locked_until("anything") is None
 
     with pytest.raises(DestinationError, match="does not exist"):
-        pipeline.open_repository("s3://qb-no-such-bucket-for-lock/repo", lock_mode="GOVERNANCE", lock_days=7)
+        pipeline.open_repository("s3://qb-no-such-bucket-for-lock/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
 
 
 def test_lock_options_on_a_directory_are_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"object lock \(--lock-days\) needs an s3:// repository"):
-        pipeline.open_repository(str(tmp_path / "repo"), lock_mode="GOVERNANCE", lock_days=7)
+        pipeline.open_repository(str(tmp_path / "repo"), must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
     with pytest.raises(UsageError, match="needs an s3:// repository"):
-        pipeline.open_repository((tmp_path / "repo").as_uri(), lock_mode="compliance", lock_days=1)
+        pipeline.open_repository((tmp_path / "repo").as_uri(), must_exist=False, lock_mode="compliance", lock_days=1)
     # A directory refuses a locked write rather than store it unlocked.
-    local = pipeline.open_repository(str(tmp_path / "repo"))
+    local = pipeline.open_repository(str(tmp_path / "repo"), must_exist=False)
     assert local.dest.lock_period is None and local.retain_until(datetime.now(UTC)) is None
     with pytest.raises(UsageError, match="needs an s3:// repository"):
         local.dest.put_bytes("backups/x.json", b"{}", retain_until=datetime.now(UTC) + DAY)
@@ -271,7 +272,7 @@ def test_lock_options_on_a_directory_are_a_usage_error(tmp_path):
 def test_bad_lock_options_are_usage_errors(options, complaint, tmp_path):
     for url in ("s3://some-bucket/repo", str(tmp_path / "repo")):  # refused before anything is contacted
         with pytest.raises(UsageError, match=complaint) as refused:
-            pipeline.open_repository(url, **options)
+            pipeline.open_repository(url, must_exist=False, **options)
         assert "\n" not in str(refused.value)
 
 

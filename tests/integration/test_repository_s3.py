@@ -82,7 +82,8 @@ def test_backup_verify_and_read_back_round_trip(repo, snapshot, tmp_path, s3_cli
             assert decompress_stream(reader, out) == (entry.sha256, entry.size)
         assert out.getvalue() == (snapshot / entry.path).read_bytes()
     listed = s3_client.list_objects_v2(Bucket=repo.dest.bucket, Prefix=key_of(repo, "backups/"))["Contents"]
-    assert [o["Key"] for o in listed] == [key_of(repo, f"backups/{m.backup_id}.json")]
+    assert [o["Key"] for o in listed] == [key_of(repo, repo.manifest_key_of(m.backup_id))]
+    assert listed[0]["Key"].startswith(key_of(repo, f"backups/{m.backup_id}."))
 
 
 def test_second_backup_uploads_nothing_and_one_new_file_uploads_one_blob(repo, snapshot, tmp_path):

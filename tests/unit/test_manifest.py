@@ -104,7 +104,64 @@ def test_json_round_trip_is_lossless():
     again = Manifest.from_json(m.to_json())
     assert again == m
     assert again.blob_shas() == {SHA_A, SHA_B}
-    assert json.loads(m.to_json())["format_version"] == 1
+    assert json.loads(m.to_json())["format_version"] == 2
+
+
+def test_a_format_1_manifest_is_still_read_and_grouped_by_its_source_url():
+    raw = json.loads(make_manifest().to_json())
+    raw["format_version"] = 1
+    del raw["source"]["name"]
+    old = Manifest.from_json(json.dumps(raw).encode())
+    assert old.source.name is None
+    assert old.series == ("127.0.0.1-7474", "daily")
+    named = make_manifest(source=SourceInfo(url="http://10.0.0.9:7474", mode="online", name="prod"))
+    assert named.series == ("prod", "daily")
+
+
+@pytest.mark.parametrize("url, name", [
+    ("http://127.0.0.1:7474", "127.0.0.1-7474"),
+    ("https://DB.Example.COM", "db.example.com-443"),
+    ("http://db.example.com/", "db.example.com-80"),
+    ("http://user:pw@[::1]:7474/x", "1-7474"),
+    ("not a url", "source"),
+])
+def test_default_source_names_are_host_and_port(url, name):
+    from qilbee_backup.manifest import check_source_name, default_source_name
+
+    assert default_source_name(url) == name
+    assert check_source_name(default_source_name(url)) == name
+
+
+@pytest.mark.parametrize("bad", ["", "Prod", "-x", "a b", "a/b", "x" * 65, "ü"])
+def test_bad_source_names_are_usage_errors(bad):
+    from qilbee_backup.manifest import check_source_name
+
+    with pytest.raises(UsageError):
+        check_source_name(bad)
+    with pytest.raises(ValidationError):
+        SourceInfo(url="http://h:1", mode="online", name=bad)
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/".join(["d"] * 65), "levels deep"),
+    ("/".join(["d"] * 2100), "levels deep"),
+    ("x" * 256, "longer than 255"),
+    ("d/" + "é" * 128, "longer than 255"),  # 256 bytes in UTF-8
+    ("/".join(["y" * 200] * 21), "longer than 4096"),
+])
+def test_hostile_paths_are_refused_by_validation(path, why):
+    with pytest.raises(ValidationError, match=why):
+        FileEntry(path=path, size=1, mode=0o644, sha256=SHA_A)
+    raw = json.loads(make_manifest().to_json())
+    raw["files"][0]["path"] = path
+    with pytest.raises(IntegrityError) as caught:
+        Manifest.from_json(json.dumps(raw).encode(), origin="backups/x.json")
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400
+
+
+def test_paths_at_the_limits_are_accepted():
+    FileEntry(path="/".join(["d"] * 64), size=1, mode=0o644, sha256=SHA_A)
+    FileEntry(path="x" * 255, size=1, mode=0o644, sha256=SHA_A)
 
 
 def test_a_damaged_or_newer_manifest_is_an_integrity_error_in_one_line():
@@ -114,8 +171,8 @@ def test_a_damaged_or_newer_manifest_is_an_integrity_error_in_one_line():
         Manifest.from_json(json.dumps(raw).encode(), origin="backups/x.json")
     assert "backups/x.json" in str(caught.value) and "\n" not in str(caught.value)
     raw = json.loads(make_manifest().to_json())
-    raw["format_version"] = 2
-    with pytest.raises(IntegrityError, match="format version 2"):
+    raw["format_version"] = 3
+    with pytest.raises(IntegrityError, match="format version 3"):
         Manifest.from_json(json.dumps(raw).encode())
     with pytest.raises(IntegrityError):
         Manifest.from_json(b"{not json")

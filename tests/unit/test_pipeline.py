@@ -10,7 +10,7 @@ from qilbee_backup.manifest import SourceInfo
 
 
 def test_an_empty_snapshot_is_refused_and_nothing_is_written(tmp_path):
-    repo = pipeline.open_repository(str(tmp_path / "repo"))
+    repo = pipeline.open_repository(str(tmp_path / "repo"), must_exist=False)
     (tmp_path / "snap").mkdir()
     with pytest.raises(UsageError, match="holds no files"):
         pipeline.copy_snapshot(tmp_path / "snap", [repo], tmp_path / "spool")
@@ -22,7 +22,7 @@ def test_each_repository_gets_only_what_it_lacks_and_its_own_stored_sizes(tmp_pa
     snap.mkdir()
     (snap / "000001.sst").write_bytes(b"a" * 5000)
     (snap / "CURRENT").write_text("MANIFEST-1\n")
-    a, b = (pipeline.open_repository(str(tmp_path / name)) for name in ("a", "b"))
+    a, b = (pipeline.open_repository(str(tmp_path / name), must_exist=False) for name in ("a", "b"))
     first = pipeline.copy_snapshot(snap, [a], tmp_path / "spool1")
     pipeline.upload_backup(a, first, pipeline.make_manifest(first, kind="daily", source=SourceInfo(url="x", mode="online"), stats={}))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ import zstandard
 
 from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations.file import FileDestination
-from qilbee_backup.errors import IntegrityError, LockedError, NotFound, UsageError
+from qilbee_backup.errors import DestinationError, IntegrityError, LockedError, NotFound, UsageError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.pipeline import backup_directory
 from qilbee_backup.repository import (
@@ -70,13 +71,13 @@ def backup(repos, root, tmp_path, *, kind="daily", now=None, uploads=None, uploa
 
 def test_init_is_idempotent_and_refuses_a_foreign_config(repo, tmp_path):
     first = repo.init()
-    assert first["format"] == "qilbee-backup" and first["version"] == 1
+    assert first["format"] == "qilbee-backup" and first["version"] == 2
     assert repo.init() == first
     other = Repository(FileDestination(tmp_path / "other"))
     write(tmp_path / "other" / "config.json", json.dumps({"format": "restic"}).encode())
     with pytest.raises(IntegrityError, match="not a qilbee-backup repository"):
         other.init()
-    with pytest.raises(NotFound, match="not initialised"):
+    with pytest.raises(NotFound, match="not a qilbee-backup repository"):
         Repository(FileDestination(tmp_path / "empty")).config()
 
 
@@ -86,7 +87,9 @@ def test_backup_stores_blobs_by_content_and_commits_a_manifest(repo, snapshot, t
     assert len(m.files) == 8 and len(m.blob_shas()) == 7
     assert len(uploads.puts) == 7  # the duplicate content went up once
     keys = {info.key for info in repo.dest.list("")}
-    assert keys == {"config.json", f"backups/{m.backup_id}.json"} | {blob_key(sha) for sha in m.blob_shas()}
+    stored = (tmp_path / "repo" / next(k for k in keys if k.startswith("backups/"))).read_bytes()
+    sealed = f"backups/{m.backup_id}.{hashlib.sha256(stored).hexdigest()}.json"
+    assert keys == {"config.json", sealed} | {blob_key(sha) for sha in m.blob_shas()}
     for entry in m.files:
         blob = (tmp_path / "repo" / blob_key(entry.sha256)).read_bytes()
         assert len(blob) == entry.stored_size
@@ -176,15 +179,87 @@ def test_remove_backup(repo, snapshot, tmp_path):
     repo.remove_backup(m.backup_id, missing_ok=True)
 
 
-def test_a_stray_or_damaged_manifest_is_never_silently_skipped(repo, snapshot, tmp_path):
-    m = backup(repo, snapshot, tmp_path)
+def manifest_path(tmp_path: Path, backup_id: str) -> Path:
+    (path,) = (tmp_path / "repo" / "backups").glob(f"{backup_id}.*json")
+    return path
+
+
+def test_a_damaged_manifest_is_skipped_and_named_never_in_the_way(repo, snapshot, tmp_path):
+    old = backup(repo, snapshot, tmp_path, now=datetime(2026, 11, 1, tzinfo=UTC))
+    new = backup(repo, snapshot, tmp_path, now=datetime(2026, 11, 2, tzinfo=UTC))
     write(tmp_path / "repo" / "backups" / "notes.json", b"{}")  # not a manifest name: ignored
-    assert repo.backup_ids() == [m.backup_id]
-    write(tmp_path / "repo" / "backups" / "20300101T000000Z-00000f.json", b"{broken")
-    with pytest.raises(IntegrityError, match="20300101T000000Z-00000f"):
-        repo.list_backups()
-    with pytest.raises(IntegrityError):
+    assert repo.backup_ids() == [old.backup_id, new.backup_id]
+    damaged = manifest_path(tmp_path, old.backup_id)
+    damaged.write_bytes(damaged.read_bytes()[:100])  # truncated: the OLDEST one
+    catalog = repo.catalog()
+    assert [m.backup_id for m in catalog.backups] == [new.backup_id]
+    assert [d.backup_id for d in catalog.damaged] == [old.backup_id]
+    assert old.backup_id in catalog.damaged[0].reason and "\n" not in catalog.damaged[0].reason
+    assert repo.list_backups() == [new] and repo.load("latest") == new and repo.load(new.backup_id) == new
+    with pytest.raises(IntegrityError, match=old.backup_id):
+        repo.load(old.backup_id)
+    with pytest.raises(IntegrityError, match="damaged"):
         repo.sweep(grace=timedelta(0))  # it cannot know what the broken one references
+    # The newest damaged: latest is the older one.
+    damaged.unlink()
+    backup(repo, snapshot, tmp_path, now=datetime(2026, 11, 1, tzinfo=UTC))
+    path = manifest_path(tmp_path, new.backup_id)
+    path.write_bytes(b"{broken")
+    assert repo.load("latest").created_at == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_an_edited_manifest_is_damaged_not_restored_short(repo, snapshot, tmp_path):
+    m = backup(repo, snapshot, tmp_path)
+    path = manifest_path(tmp_path, m.backup_id)
+    raw = json.loads(path.read_bytes())
+    dropped = raw["files"].pop()
+    raw["bytes_total"] -= dropped["size"]
+    path.write_bytes(json.dumps(raw, indent=1).encode())  # valid, consistent, but not what was committed
+    (damaged,) = repo.catalog().damaged
+    assert "does not match the digest in its name" in damaged.reason
+    with pytest.raises(IntegrityError, match="does not match the digest"):
+        repo.load(m.backup_id)
+    report = verify_repository(repo)
+    assert not report.ok and report.damaged == [m.backup_id]
+
+
+def test_two_manifests_for_one_id_are_both_damaged(repo, snapshot, tmp_path):
+    m = backup(repo, snapshot, tmp_path)
+    path = manifest_path(tmp_path, m.backup_id)
+    data = path.read_bytes().replace(b'"kind": "daily"', b'"kind": "other"')
+    write(path.parent / f"{m.backup_id}.{hashlib.sha256(data).hexdigest()}.json", data)
+    (damaged,) = repo.catalog().damaged
+    assert "2 manifests claim backup" in damaged.reason and repo.list_backups() == []
+
+
+def test_a_version_1_repository_is_read_and_upgraded_by_the_next_write(repo, snapshot, tmp_path):
+    m = backup(repo, snapshot, tmp_path, now=datetime(2026, 11, 1, tzinfo=UTC))
+    path = manifest_path(tmp_path, m.backup_id)
+    raw = json.loads(path.read_bytes())
+    raw["format_version"] = 1
+    del raw["source"]["name"]
+    path.unlink()
+    write(path.parent / f"{m.backup_id}.json", json.dumps(raw).encode())  # the version 1 name and format
+    write(tmp_path / "repo" / "config.json", json.dumps({"format": "qilbee-backup", "version": 1,
+                                                          "created_at": "2026-01-01T00:00:00+00:00"}).encode())
+    assert repo.config()["version"] == 1
+    assert [b.backup_id for b in repo.list_backups()] == [m.backup_id]
+    assert repo.list_backups()[0].series == ("127.0.0.1-7474", "daily")
+    assert verify_repository(repo, read_data=True).ok
+    backup(repo, snapshot, tmp_path, now=datetime(2026, 11, 2, tzinfo=UTC))
+    assert repo.config() == {"format": "qilbee-backup", "version": 2, "created_at": "2026-01-01T00:00:00+00:00"}
+    assert len(repo.list_backups()) == 2
+    repo.remove_backup(m.backup_id)
+    assert not (path.parent / f"{m.backup_id}.json").exists()
+
+
+def test_an_oversized_manifest_is_damaged_without_being_read(repo, snapshot, tmp_path, monkeypatch):
+    import qilbee_backup.repository as repository
+
+    m = backup(repo, snapshot, tmp_path)
+    monkeypatch.setattr(repository, "MAX_MANIFEST_BYTES", 100)
+    (damaged,) = repo.catalog().damaged
+    assert damaged.backup_id == m.backup_id and "over the 100 byte limit" in damaged.reason
 
 
 def test_sweep_removes_only_unreferenced_blobs_older_than_the_grace(repo, snapshot, tmp_path):
@@ -290,6 +365,80 @@ def test_an_unreadable_lock_does_not_block_forever(repo):
     repo.dest.put_bytes("locks/db.json", b"garbage")
     with repo.lock("db", owner="me") as lock:
         assert LockInfo.from_json(repo.dest.get_bytes("locks/db.json")).token == lock.info.token
+
+
+class FlakyDestination(FileDestination):
+    """A real directory store whose answers can be lost: `lose_put` stores the bytes and then fails
+    (a 500 after the store handled it, a dropped connection); `fail_remove` refuses deletes."""
+
+    lose_put: str | None = None
+    fail_remove: str | None = None
+
+    def put_bytes(self, key, data, **kw):
+        stored = super().put_bytes(key, data, **kw)
+        if self.lose_put and key.startswith(self.lose_put):
+            self.lose_put = None
+            raise DestinationError(f"{key}: connection dropped after the request was sent")
+        return stored
+
+    def remove(self, key):
+        if self.fail_remove and key.startswith(self.fail_remove):
+            raise DestinationError(f"{key}: 503 Slow Down")
+        super().remove(key)
+
+
+def test_a_lock_whose_put_answer_was_lost_is_recognised_as_ours(tmp_path):
+    dest = FlakyDestination(tmp_path / "repo")
+    repo = Repository(dest)
+    dest.lose_put = "locks/"
+    with repo.lock("db", owner="me") as held:
+        assert LockInfo.from_json(dest.get_bytes("locks/db.json")).token == held.info.token
+    assert list(dest.list("locks/")) == []
+
+
+def test_a_failed_lock_release_is_a_warning_and_never_replaces_the_outcome(tmp_path, caplog):
+    dest = FlakyDestination(tmp_path / "repo")
+    repo = Repository(dest)
+    dest.fail_remove = "locks/"
+    with repo.lock("db", owner="me"):
+        done = "committed"
+    assert done == "committed"  # the work under the lock stands
+    assert "could not release lock locks/db.json" in caplog.text and "lapses at" in caplog.text
+    with pytest.raises(NotFound, match="the real cause"):
+        with repo.lock("db2", owner="me"):
+            raise NotFound("the real cause")
+
+
+def test_taking_over_a_dead_holders_lock_says_so(repo, caplog):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = datetime.now(UTC)
+    stale = LockInfo("killed run", socket.gethostname(), int(dead.stdout), now, now + timedelta(hours=6), "t0")
+    repo.dest.put_bytes("locks/db.json", stale.to_json())
+    with repo.lock("db", owner="next run"):
+        pass
+    assert "its holder is dead" in caplog.text and "expired" not in caplog.text
+
+
+def test_a_commit_that_finds_a_reused_blob_swept_sends_it_again(repo, snapshot, tmp_path):
+    """A prune sweeps a blob between this backup's plan and its commit: the commit re-plans."""
+    first = backup(repo, snapshot, tmp_path)
+    victim = next(iter(first.blob_shas()))
+    repo.remove_backup(first.backup_id)
+    write(snapshot / "new.sst", b"something new" * 1000)
+
+    swept = []
+
+    def racing_sweep(r, sha, size):  # runs inside the upload, after the plan was made
+        if not swept:
+            swept.append(victim)
+            repo.dest.remove(blob_key(victim))
+
+    second = backup(repo, snapshot, tmp_path, uploads=racing_sweep)
+    assert swept and victim in second.blob_shas() and victim in repo.blob_sizes()
+    assert verify_backup(repo, repo.load(second.backup_id), read_data=True).ok
 
 
 def test_lock_names_are_checked_and_derived_from_source_urls(repo):
