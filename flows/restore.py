@@ -24,6 +24,7 @@ from qilbee_backup import pipeline, recovery
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.cold_storage import check_retrieval_options
 from qilbee_backup.errors import UsageError
+from qilbee_backup.manifest import check_backup_ref
 from qilbee_backup.provision import ProvisionError, open_provisioner
 from tasks import archive as archive_steps
 from tasks import recovery as steps
@@ -68,13 +69,20 @@ def restore(
         retrieval_poll: Seconds between two looks at a running retrieval.
     """
     logger = get_run_logger()
+    # The input first: nothing is read, stopped or written for a request that cannot run.
+    if not data_dir or not data_dir.strip():
+        raise UsageError("data_dir is empty: name the directory to restore into")
+    if archive is not None:
+        if backup not in ("latest", None):
+            raise UsageError("give a backup or an archive to restore, not both")
+        check_backup_ref(archive)
+        check_retrieval_options(wait_s=retrieval_wait, poll_s=retrieval_poll, days=retrieval_days, tier=retrieval_tier)
+    else:
+        check_backup_ref(backup)
     repository = pipeline.open_repository(repo)
     target = Path(data_dir).resolve()
     record = None
     if archive is not None:
-        if backup not in ("latest", None):
-            raise UsageError("give a backup or an archive to restore, not both")
-        check_retrieval_options(wait_s=retrieval_wait, poll_s=retrieval_poll, days=retrieval_days, tier=retrieval_tier)
         record = archives.load_archive(repository, archive, kind=kind)
         manifest = record.manifest
         # Before any container is stopped: a retrieval from cold storage can take hours.

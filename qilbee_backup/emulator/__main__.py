@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .cli import add_arguments, run
+from .cli import OneLineParser, add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m qilbee_backup.emulator",
         description="A QilbeeDB-compatible HTTP server on RocksDB, with the guide's snapshot API.",
     )

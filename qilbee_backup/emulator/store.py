@@ -187,10 +187,11 @@ def counts_document(counters: dict[str, GraphCounters]) -> dict[str, Any]:
     }
 
 
-def _options() -> Options:
+def _options(create: bool) -> Options:
     options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.create_missing_column_families(True)
+    # An existing database is opened as it is: RocksDB adds no file or column family to it.
+    options.create_if_missing(create)
+    options.create_missing_column_families(create)
     # Flush all column families together, so SST files never split a batch.
     options.set_atomic_flush(True)
     options.set_keep_log_file_num(3)
@@ -204,15 +205,25 @@ class GraphStore:
     """QilbeeDB's graph data in RocksDB, opened read-write on ``data_dir``."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        """Open the QilbeeDB database in ``data_dir``, or start one there if it is new or empty.
+
+        Anything else (a file, a missing parent, another program's RocksDB or files, a database
+        a running server holds) is a StoreError naming the directory, and nothing is written.
+        """
+        if not os.fspath(data_dir):
+            raise StoreError("no data directory given")
         self.data_dir = Path(os.path.abspath(data_dir))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        new = not _check_data_dir(self.data_dir)
+        made = new and _make_directory(self.data_dir)
         try:
             self._db = Rdict(
                 str(self.data_dir),
-                _options(),
-                column_families={name: _options() for name in COLUMN_FAMILIES},
+                _options(new),
+                column_families={name: _options(new) for name in COLUMN_FAMILIES},
             )
         except Exception as exc:  # rocksdict raises plain Exception
+            if new:  # leave the directory as it was: absent, or empty for the next try
+                _remove_contents(self.data_dir, remove_directory=made)
             raise StoreError(f"cannot open RocksDB in {self.data_dir}: {_one_line(exc)}") from None
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handle = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
@@ -224,12 +235,8 @@ class GraphStore:
         self._sweep_trash()
 
     def _load_meta(self) -> None:
-        meta = self._cf["meta"]
-        raw = meta.get(GRAPHS_KEY)
-        self._graphs = json.loads(raw) if raw else []
-        for name in self._graphs:
-            raw_counters = meta.get(counters_key(name))
-            self._counters[name] = GraphCounters(**json.loads(raw_counters)) if raw_counters else GraphCounters()
+        self._counters = _read_counters(self._db)
+        self._graphs = list(self._counters)
 
     # -- lifecycle
 
@@ -584,6 +591,121 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+# ---------------------------------------------------------------- the data directory
+
+_IGNORED_ENTRIES = frozenset({"lost+found"})  # what a freshly formatted volume already holds
+
+
+def _check_data_dir(path: Path) -> bool:
+    """True if ``path`` holds a QilbeeDB database to open; False if it is new (its parent exists) or empty.
+
+    Anything else raises StoreError, one line naming the directory and what is wrong. Reads only:
+    no file is created, written or locked, so a directory that is refused is left exactly as it was.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise StoreError(f"data directory {path} is a symbolic link to nothing") from None
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot create data directory {path}: {path.parent} does not exist") from None
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot use data directory {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"data directory {path} is not a directory")
+    try:
+        entries = set(os.listdir(path)) - _IGNORED_ENTRIES
+    except OSError as exc:
+        raise StoreError(f"cannot read data directory {path}: {exc.strerror or exc}") from None
+    if not entries:
+        return False
+    if "CURRENT" not in entries:
+        raise StoreError(
+            f"{path} is not a QilbeeDB data directory: it holds {len(entries)} entries but no RocksDB "
+            "database (no CURRENT file); give a new or empty directory"
+        )
+    holder = _lock_holder(path)
+    if holder is not None:
+        who = f"process {holder}" if holder else "another process"
+        raise StoreError(f"{path} is in use: {who} holds its RocksDB LOCK")
+    try:
+        families = set(Rdict.list_cf(str(path), Options(raw_mode=True)))
+    except Exception as exc:  # rocksdict raises plain Exception
+        raise StoreError(f"{path} is not a readable RocksDB database: {_one_line(exc)}") from None
+    missing = [name for name in COLUMN_FAMILIES if name not in families]
+    unexpected = sorted(families - {"default", *COLUMN_FAMILIES})
+    if missing or unexpected:
+        wrong = [f"{label} column families {', '.join(names)}"
+                 for label, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise StoreError(f"{path} is a RocksDB database but not QilbeeDB's: {'; '.join(wrong)}")
+    with open_readonly(path) as db:
+        try:
+            _read_counters(db)
+        except StoreError as exc:
+            raise StoreError(f"{path} is not a QilbeeDB data directory: {exc}") from None
+        if db.get_column_family("meta").get(GRAPHS_KEY) is None and not _is_empty(db):
+            raise StoreError(f"{path} is not a QilbeeDB data directory: it holds records but no 'graphs' key in meta")
+    return True
+
+
+def _lock_holder(data_dir: Path) -> int | None:
+    """The PID holding a lock on ``data_dir``'s RocksDB LOCK (0: a process not visible here), else None.
+
+    Read from /proc/locks (unknown without it: None), so LOCK is never opened: closing a
+    descriptor of it would drop a POSIX lock this very process holds.
+    """
+    try:
+        st = os.stat(data_dir / "LOCK")
+        with open("/proc/locks") as locks:
+            table = locks.read()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        # "7: POSIX  ADVISORY  WRITE 9681 fe:00:2245320 0 EOF"; a waiter has "->" after the number
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] != "->" and fields[5] == wanted:
+            return max(int(fields[4]), 0)
+    return None
+
+
+def _is_empty(db: Rdict) -> bool:
+    return all(
+        next(iter(cf.keys()), None) is None
+        for cf in (db, *(db.get_column_family(name) for name in COLUMN_FAMILIES))
+    )
+
+
+def _make_directory(path: Path) -> bool:
+    """Create a new data directory (not its parents: a mistyped path grows no tree); False if it exists."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if path.is_dir():
+            return False
+        raise StoreError(f"data directory {path} is not a directory") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create data directory {path}: {exc.strerror or exc}") from None
+    return True
+
+
+def _remove_contents(path: Path, remove_directory: bool) -> None:
+    """Undo a failed start in a new directory: remove it, or what was written into it."""
+    if remove_directory:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name in _IGNORED_ENTRIES:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 # ---------------------------------------------------------------- files on disk
 
 
@@ -692,12 +814,24 @@ def open_readonly(path: str | os.PathLike[str]) -> Iterator[Rdict]:
 
 
 def _read_counters(db: Rdict) -> dict[str, GraphCounters]:
+    """Each graph's counters from ``meta``, in the recorded order; StoreError if ``meta`` is not QilbeeDB's."""
     meta = db.get_column_family("meta")
     raw = meta.get(GRAPHS_KEY)
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise StoreError("meta key 'graphs' is not a JSON list of graph names")
     counters = {}
-    for name in json.loads(raw) if raw else []:
+    for name in names:
         raw_counters = meta.get(counters_key(name))
-        counters[name] = GraphCounters(**json.loads(raw_counters)) if raw_counters else GraphCounters()
+        try:
+            counters[name] = GraphCounters(**json.loads(raw_counters)) if raw_counters else GraphCounters()
+        except (ValueError, TypeError):
+            raise StoreError(f"the meta counters of graph {name!r} are not QilbeeDB's") from None
+        if not all(type(value) is int for value in asdict(counters[name]).values()):
+            raise StoreError(f"the meta counters of graph {name!r} are not whole numbers")
     return counters
 
 

@@ -5,7 +5,7 @@ import re
 import threading
 
 import pytest
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 
 from qilbee_backup.emulator.store import (
     COLUMN_FAMILIES,
@@ -260,3 +260,71 @@ def test_a_deletion_cut_short_is_finished_when_the_store_opens(tmp_path):
     os.rename(snap["path"], trash / snap["snapshot_id"])
     with GraphStore(tmp_path / "d") as store:
         assert not trash.exists() and store.list_snapshots() == []
+
+
+def _tree(path):
+    """Names and bytes of everything under ``path``."""
+    found = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            found[os.path.relpath(full, path)] = open(full, "rb").read() if os.path.isfile(full) else None
+    return found
+
+
+def test_a_new_an_empty_and_an_emptied_database_open(tmp_path):
+    with GraphStore(tmp_path / "new"):  # missing, parent present: created
+        pass
+    (tmp_path / "volume" / "lost+found").mkdir(parents=True)  # a freshly formatted volume counts as empty
+    with GraphStore(tmp_path / "volume"):
+        pass
+    with GraphStore(tmp_path / "new") as store:  # no graph ever made: no 'graphs' key, and that is fine
+        assert store.list_graphs() == []
+
+
+def _rocksdb(path, families, records=()):
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    db = Rdict(str(path), options, column_families={name: Options(raw_mode=True) for name in families})
+    for family, key, value in records:
+        db.get_column_family(family)[key] = value
+    db.close()
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: _rocksdb(p, ("users",)), "missing column families nodes"),
+    (lambda p: _rocksdb(p, COLUMN_FAMILIES, [("meta", b"graphs", b'["g"]'), ("meta", b"graph\x00g", b'{"nodeCount": "3"}')]),
+     "not whole numbers"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine")), "no CURRENT file"),
+], ids=["other-rocksdb", "bad-counters", "plain-files"])
+def test_a_directory_that_is_not_qilbeedb_is_refused_untouched(tmp_path, make, says):
+    make(tmp_path / "d")
+    before = _tree(tmp_path)
+    with pytest.raises(StoreError, match=says) as caught:
+        GraphStore(tmp_path / "d")
+    assert str(tmp_path / "d") in str(caught.value) and "\n" not in str(caught.value)
+    assert _tree(tmp_path) == before
+
+
+def test_a_missing_parent_is_not_created(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        GraphStore(tmp_path / "no" / "d")
+    with pytest.raises(StoreError, match="no data directory"):
+        GraphStore("")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_start_in_a_new_directory_leaves_it_as_it_was(tmp_path, monkeypatch):
+    import qilbee_backup.emulator.store as store_module
+
+    def failing_open(path, *args, **kwargs):
+        open(os.path.join(path, "LOG"), "w").close()  # what RocksDB writes before it fails
+        raise Exception("IO error: No space left on device")
+
+    monkeypatch.setattr(store_module, "Rdict", failing_open)
+    (tmp_path / "empty" / "lost+found").mkdir(parents=True)
+    for name in ("new", "empty"):
+        with pytest.raises(StoreError, match="No space left"):
+            GraphStore(tmp_path / name)
+    assert sorted(os.listdir(tmp_path)) == ["empty"] and os.listdir(tmp_path / "empty") == ["lost+found"]
