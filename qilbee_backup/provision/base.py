@@ -8,8 +8,8 @@ and one shared test suite runs against each (tests/integration/test_provisioners
 
 from __future__ import annotations
 
+import os
 import re
-
 import socket
 import string
 import time
@@ -175,6 +175,72 @@ def ensure_port_free(host: str, port: int) -> None:
         raise UsageError(f"port must be 1-65535, got {port}")
     if port_answers(host, port):
         raise ProvisionError(f"port {port} on {host} is already in use; choose another port or stop what serves it")
+
+
+# ---------------------------------------------------------------- the environment a server gets
+#
+# A server never inherits this process's environment: that holds the AWS keys, the source's API
+# key, the TSIG secret, Prefect's API key and URL. A local process gets only BASE_ENV (those of
+# its names that are set here); a container gets only what its image sets. Anything more is the
+# operator's explicit choice, on either provisioner:
+#   pass_env=["NAME", ...]   copy these variables from this environment when the server starts
+#                            (the way to hand over a secret: no value sits in a flow parameter)
+#   env={"NAME": "value"}    set these values (they override pass_env)
+
+BASE_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
+BASE_ENV_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE, ...
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The `env` option checked: variable names to string values."""
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise UsageError(f"env must map variable names to values, got {type(env).__name__}")
+    checked: dict[str, str] = {}
+    for name, value in env.items():
+        _check_env_name("env", name)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool) or "\0" in str(value):
+            raise UsageError(f"env: the value of {name} must be a string without NUL characters")
+        checked[name] = str(value)
+    return checked
+
+
+def check_pass_env(names: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The `pass_env` option checked: variable names, as a list or one string ("A,B" or "A B")."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = names.replace(",", " ").split()
+    if not isinstance(names, Sequence):
+        raise UsageError(f"pass_env must be a list of variable names, got {type(names).__name__}")
+    for name in names:
+        _check_env_name("pass_env", name)
+    return tuple(dict.fromkeys(names))
+
+
+def _check_env_name(option: str, name: object) -> None:
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise UsageError(f"{option}: {name!r} is not an environment variable name (letters, digits, _)")
+
+
+def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What every server process may have without being asked: PATH, HOME, locale, TZ, TMPDIR."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: value for name, value in environ.items()
+        if name in BASE_ENV or name.startswith(BASE_ENV_PREFIXES)
+    }
+
+
+def chosen_environment(pass_env: Sequence[str], env: Mapping[str, str],
+                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The operator's variables: those named in `pass_env` that are set now, then `env`."""
+    environ = os.environ if environ is None else environ
+    chosen = {name: environ[name] for name in pass_env if name in environ}
+    chosen.update(env)
+    return chosen
 
 
 # A line that says why (RocksDB's "Corruption:", "IO error: No space left", a Python exception...).

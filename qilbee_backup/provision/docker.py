@@ -18,6 +18,12 @@ provider's: `{port}` is the port the server listens on inside the container (the
 port with host networking, 7474 with bridge), `{host}` the address to bind (127.0.0.1 with
 host networking, 0.0.0.0 with bridge, so the published port reaches it), `{data_dir}` is
 `/data`. No image is ever pulled here: a missing one is an error saying to build or pull it.
+
+Environment: the container gets its image's ENV and nothing of this process's environment (the
+AWS keys, API keys, TSIG secret and Prefect credentials stay here). Variables are added only
+explicitly: `pass_env=["NAME", ...]` copies those set here at each start, `env={"NAME": "value"}`
+sets values (they win). Whatever a container is given this way is readable by anyone who can
+`docker inspect` it (Config.Env).
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ from qilbee_backup.provision.base import (
     NotHealthy,
     ProvisionError,
     Provisioner,
+    check_env,
+    check_pass_env,
     check_timeout,
+    chosen_environment,
     ensure_port_free,
     free_port,
     failure_reason,
@@ -79,6 +88,8 @@ class DockerProvisioner(Provisioner):
         health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
         docker_client: Any = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        env: Mapping[str, str] | None = None,
+        pass_env: Sequence[str] | str | None = None,
     ):
         if not isinstance(image, str) or not image:
             raise UsageError(f"image must be a Docker image reference, got {image!r}")
@@ -90,6 +101,8 @@ class DockerProvisioner(Provisioner):
         self.labels = {**{str(k): str(v) for k, v in (labels or {}).items()}, INSTANCE_LABEL: "1"}
         self.health_timeout = check_timeout("health_timeout", health_timeout)
         self.stop_timeout = check_timeout("stop_timeout", stop_timeout)
+        self._extra_env = check_env(env)
+        self._pass_env = check_pass_env(pass_env)
         self._client = docker_client
         self._own_client = False
 
@@ -138,6 +151,9 @@ class DockerProvisioner(Provisioner):
             options["network_mode"] = "bridge"
             options["ports"] = {f"{QILBEEDB_PORT}/tcp": (LOOPBACK, port)}
             inside_port, bind = QILBEEDB_PORT, "0.0.0.0"
+        environment = chosen_environment(self._pass_env, self._extra_env)
+        if environment:  # only what was configured: the engine never sees this process's environment
+            options["environment"] = environment
         if self.command is not None:
             options["command"] = render(self.command, data_dir=CONTAINER_DATA_DIR, port=inside_port, host=bind)
 

@@ -7,6 +7,19 @@ The command is a template: `{data_dir}`, `{port}` and `{host}` are filled in for
 start (a string is split like a shell would, with shlex, and never run through one).
 A command without `{port}` is taken to serve the real server's fixed port 7474.
 
+The server does not inherit this process's environment (it holds the AWS keys, the source's
+API key, the TSIG secret, Prefect's credentials). It gets PATH, HOME, LANG, LANGUAGE, LC_*, TZ
+and TMPDIR (those set here); the default emulator command also gets what this interpreter needs
+to start and import the package (PYTHONPATH with the package's root first, PYTHONHOME,
+LD_LIBRARY_PATH). A variable the real server needs is the operator's explicit choice:
+
+    ProcessProvisioner(server_cmd="qilbeedb {data_dir}", pass_env=["RUST_LOG", "SERVER_SECRET"])
+    ProcessProvisioner(server_cmd=..., env={"RUST_LOG": "info"})
+
+`pass_env` names variables copied from this environment at each start (the way to hand over a
+secret: its value never sits in a flow parameter); `env` sets values (they win over pass_env).
+A custom command that runs our emulator from an uninstalled checkout needs PYTHONPATH this way.
+
 The server runs in its own session, so it outlives the flow or CLI that started it (a
 recovered database must keep serving after `qilbee-backup dr` exits); its output goes to a
 log file next to the data directory. It is stopped by its PID alone: SIGTERM, then SIGKILL
@@ -40,7 +53,11 @@ from qilbee_backup.provision.base import (
     ProvisionError,
     failure_reason,
     Provisioner,
+    base_environment,
+    check_env,
+    check_pass_env,
     check_timeout,
+    chosen_environment,
     ensure_port_free,
     free_port,
     render,
@@ -52,6 +69,9 @@ from qilbee_backup.provision.base import (
 # The directory holding the qilbee_backup package: on PYTHONPATH, the emulator imports
 # even when the project is run from a checkout and not installed.
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# What this interpreter may need to start and import its packages: passed (when set here) to the
+# default emulator command only, which runs this very interpreter. None of them is a secret.
+EMULATOR_ENV = ("PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH")
 
 
 def default_server_cmd() -> list[str]:
@@ -102,7 +122,11 @@ def names_data_dir(cmdline: Sequence[str], data_dir: Path) -> bool:
 
 
 class ProcessProvisioner(Provisioner):
-    """QilbeeDB servers as local processes, each in its own session."""
+    """QilbeeDB servers as local processes, each in its own session.
+
+    `env` (name -> value) and `pass_env` (names copied from this environment at start) are the
+    only variables the server gets beyond PATH, HOME, locale, TZ and TMPDIR; see the module doc.
+    """
 
     name = "process"
 
@@ -114,15 +138,18 @@ class ProcessProvisioner(Provisioner):
         log_dir: Path | str | None = None,
         env: Mapping[str, str] | None = None,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        pass_env: Sequence[str] | str | None = None,
     ):
         if not isinstance(host, str) or not host:
             raise UsageError(f"host must be an address such as 127.0.0.1, got {host!r}")
         self.template = parse_server_cmd(server_cmd)
+        self._runs_emulator = server_cmd is None  # our default command: this interpreter, our package
         self.host = host
         self.health_timeout = check_timeout("health_timeout", health_timeout)
         self.stop_timeout = check_timeout("stop_timeout", stop_timeout)
         self.log_dir = Path(log_dir) if log_dir is not None else None
-        self._extra_env = {str(k): str(v) for k, v in (env or {}).items()}
+        self._extra_env = check_env(env)
+        self._pass_env = check_pass_env(pass_env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
@@ -205,9 +232,13 @@ class ProcessProvisioner(Provisioner):
         return int(port)
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self._extra_env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        """The server's whole environment: never this process's, only what it needs and what was chosen."""
+        env = base_environment()
+        if self._runs_emulator:
+            env.update({name: os.environ[name] for name in EMULATOR_ENV if name in os.environ})
+        env.update(chosen_environment(self._pass_env, self._extra_env))
+        if self._runs_emulator:  # the emulator imports even from a checkout that is not installed
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         return env
 
     def _check_provider(self, instance: Instance) -> None:
