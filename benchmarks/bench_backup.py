@@ -35,7 +35,7 @@ def new_content_bytes(old: Path, new: Path) -> int:
 
 def ours(env: dict, source: str, repo: str, data_dir: Path) -> tuple[dict, Path]:
     """Our CLI end to end (it takes the snapshot itself); the others then back up that same snapshot."""
-    seconds, peak, out = run_measured([PY, "-m", "qilbee_backup.cli", "backup", "--source", source, "--repo", repo, "--json"], env)
+    seconds, peak, out = run_measured([PY, "-m", "qilbee_cli", "backup", "--source", source, "--repo", repo, "--json"], env)
     result = json.loads(out)
     return ({"seconds": seconds, "peak_rss": peak, "uploaded": result["bytes_uploaded"], "flow_s": result["duration_s"]},
             data_dir / "snapshots" / result["snapshot_id"])

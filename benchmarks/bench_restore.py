@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from qilbee_backup.provision.base import Instance  # noqa: E402
 from qilbee_backup.provision.process import ProcessProvisioner, read_cmdline  # noqa: E402
 
-CLI = [PY, "-m", "qilbee_backup.cli"]
+CLI = [PY, "-m", "qilbee_cli"]
 DR_RECORD = "db.bench.test"
 GUIDE_ARCHIVE = "qilbee-backup.tar.gz"
 TOOLS = ("ours", "guide", "guide-ranged", "restic")

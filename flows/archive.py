@@ -11,7 +11,8 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.parameters import Retention, retention_rules
+from flows.parameters import (Count, EnvName, Grace, Kind, Mode, Name, PathText, RepoUrl, Retention, SourceName, SourceUrl, Sse,
+                              StorageClass, WaitSeconds, retention_rules)
 from qilbee_backup import archive as archives
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
@@ -20,29 +21,29 @@ from qilbee_backup.errors import IntegrityError
 from qilbee_backup.manifest import check_kind, check_source_name, default_source_name
 from tasks import archive as steps
 from tasks import backup as backup_steps
-from tasks.artifacts import publish_rows, publish_table
+from tasks.artifacts import artifact_key, publish_rows, publish_table
 from tasks.secrets import resolve_api_key
 
 
 @flow(name="archive")
 def archive(
-    source: str = "http://127.0.0.1:7474",
-    repos: list[str] = ["./qilbee-repo"],
-    mode: str = "auto",
-    container: str | None = None,
-    data_path: str | None = None,
-    kind: str = archives.DEFAULT_KIND,
-    storage_class: str | None = "GLACIER",
-    sse: str | None = None,
-    api_key_env: str | None = "QILBEE_API_KEY",
-    api_key_secret: str | None = None,
+    source: SourceUrl = "http://127.0.0.1:7474",
+    repos: Annotated[list[RepoUrl], Field(min_length=1, max_length=16)] = ["./qilbee-repo"],
+    mode: Mode = "auto",
+    container: Name | None = None,
+    data_path: PathText | None = None,
+    kind: Kind = archives.DEFAULT_KIND,
+    storage_class: StorageClass | None = "GLACIER",
+    sse: Sse | None = None,
+    api_key_env: EnvName | None = "QILBEE_API_KEY",
+    api_key_secret: Name | None = None,
     retention: Retention | None = Retention(keep_within="12m"),
-    grace: str = "1d",
+    grace: Grace = "1d",
     read_data: bool = False,
-    lock_wait: float = 0.0,
-    spool_dir: str | None = None,
-    source_name: str | None = None,
-    keep_checkpoints: Annotated[int, Field(ge=0)] = 0,
+    lock_wait: WaitSeconds = 0.0,
+    spool_dir: PathText | None = None,
+    source_name: SourceName | None = None,
+    keep_checkpoints: Count = 0,
 ) -> dict:
     """Archive one QilbeeDB server: one self-contained tar + zstd file in a cold storage class, then prune old archives.
 
@@ -124,7 +125,7 @@ def archive(
         "stats": {k: taken.stats.get(k) for k in ("nodeCount", "relationshipCount")},
         "checkpoints": released,
     }
-    publish_table("archive-summary", result, f"archive {manifest.backup_id} of {source}")
+    publish_table(artifact_key("archive-summary", name), result, f"archive {manifest.backup_id} of {source}")
     bad = [v for v in verified if not v["ok"]]
     if bad:
         raise IntegrityError(f"archive {manifest.backup_id} failed verification at {', '.join(v['url'] for v in bad)}: "
@@ -135,7 +136,7 @@ def archive(
 
 
 @flow(name="list-archives")
-def list_archives(repo: str, kind: str | None = None, source_name: str | None = None) -> list[dict]:
+def list_archives(repo: RepoUrl, kind: Kind | None = None, source_name: SourceName | None = None) -> list[dict]:
     """Every archive in the repository, oldest first (from the records: no retrieval needed).
 
     Args:

@@ -16,44 +16,49 @@ from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from qilbee_backup.destinations.url import S3Location, parse_url
 from qilbee_backup.errors import IntegrityError, UsageError
 from qilbee_backup.manifest import SourceInfo, check_kind, check_source_name, default_source_name
-from flows.parameters import Retention, retention_rules
+from flows.parameters import (Count, EnvName, Grace, Kind, LockDays, LockMode, Mode, Name, PathText, RepoUrl, Retention,
+                              SourceName, SourceUrl, Sse, StorageClass, WaitSeconds, retention_rules)
 from tasks import backup as steps
-from tasks.artifacts import publish_table
+from tasks.artifacts import artifact_key, publish_table
 from tasks.secrets import resolve_api_key
 
 
-def _lock_options(url: str, lock_days: int | None, lock_mode: str, repos: list[str]) -> dict:
+def check_lock_repositories(repos: list[str], lock_days: int | None) -> None:
+    """Object Lock needs an S3 repository among those written to (the CLI asks before the run)."""
+    if lock_days and not any(isinstance(parse_url(u), S3Location) for u in repos):
+        raise UsageError("object lock (--lock-days) needs an s3:// repository; none of the repositories is one")
+
+
+def _lock_options(url: str, lock_days: int | None, lock_mode: str) -> dict:
     """Object Lock applies to the S3 repositories of a fan-out; a local copy cannot be locked, and says so."""
     if not lock_days:
         return {}
     if isinstance(parse_url(url), S3Location):
         return {"lock_days": lock_days, "lock_mode": lock_mode}
-    if not any(isinstance(parse_url(u), S3Location) for u in repos):
-        raise UsageError("object lock (--lock-days) needs an s3:// repository; none of the repositories is one")
     get_run_logger().warning("%s is not S3: its copy of the backup is not locked", url)
     return {}
 
 
 @flow(name="backup")
 def backup(
-    source: str = "http://127.0.0.1:7474",
-    repos: list[str] = ["./qilbee-repo"],
-    mode: str = "auto",
-    container: str | None = None,
-    data_path: str | None = None,
-    kind: str = "adhoc",
-    api_key_env: str | None = "QILBEE_API_KEY",
-    api_key_secret: str | None = None,
-    storage_class: str | None = None,
-    sse: str | None = None,
-    lock_days: int | None = None,
-    lock_mode: str = "GOVERNANCE",
+    source: SourceUrl = "http://127.0.0.1:7474",
+    repos: Annotated[list[RepoUrl], Field(min_length=1, max_length=16)] = ["./qilbee-repo"],
+    mode: Mode = "auto",
+    container: Name | None = None,
+    data_path: PathText | None = None,
+    kind: Kind = "adhoc",
+    api_key_env: EnvName | None = "QILBEE_API_KEY",
+    api_key_secret: Name | None = None,
+    storage_class: StorageClass | None = None,
+    sse: Sse | None = None,
+    lock_days: LockDays | None = None,
+    lock_mode: LockMode = "GOVERNANCE",
     read_data: bool = False,
-    lock_wait: float = 0.0,
+    lock_wait: WaitSeconds = 0.0,
     retention: Retention | None = None,
-    grace: str = "1h",
-    source_name: str | None = None,
-    keep_checkpoints: Annotated[int, Field(ge=0)] = 0,
+    grace: Grace = "1h",
+    source_name: SourceName | None = None,
+    keep_checkpoints: Count = 0,
 ) -> dict:
     """Back up one QilbeeDB server to one or more repositories (3-2-1), then verify and prune them.
 
@@ -86,11 +91,12 @@ def backup(
     logger = get_run_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
+    check_lock_repositories(repos, lock_days)
     rules = retention_rules(retention)
     name = check_source_name(source_name) if source_name is not None else default_source_name(source)
     check_kind(kind)
     pipeline.parse_grace(grace)
-    repositories = [pipeline.open_repository(url, must_exist=False, **s3_options, **_lock_options(url, lock_days, lock_mode, repos))
+    repositories = [pipeline.open_repository(url, must_exist=False, **s3_options, **_lock_options(url, lock_days, lock_mode))
                     for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     # Nothing is written before the input is valid and the source answers; then the repositories exist.
@@ -143,7 +149,7 @@ def backup(
         "checkpoints": released,
         "stats": {k: taken.stats.get(k) for k in ("nodeCount", "relationshipCount")},
     }
-    publish_table("backup-summary", result, f"backup {manifest.backup_id} of {source}")
+    publish_table(artifact_key("backup-summary", name), result, f"backup {manifest.backup_id} of {source}")
     bad = [v for v in verified if not v["ok"]]
     if bad:
         raise IntegrityError(f"backup {manifest.backup_id} failed verification at {', '.join(v['url'] for v in bad)}: "

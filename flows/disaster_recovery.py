@@ -1,139 +1,147 @@
 """The guide's disaster recovery: provision → restore → verify data integrity → update DNS → resume.
 
 Every step is timed; the result reports RTO (trigger to DNS switched) and RPO (age of the restored
-backup at the trigger) against their targets. An integrity mismatch stops the run before DNS is touched.
+backup at the trigger) against their targets. The input, and the DNS switch itself (its options, its
+secret, its server), are checked before anything is provisioned. An integrity mismatch, a declined
+approval or any failure stops the run before DNS is touched, tears the new instance down (unless
+asked to keep it: then the error names it) and publishes the report, naming the step that failed.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
-from flows.instance_recovery import StepClock, provisioner_options, recovery_result, restore_newest_intact, targets_report
+from flows.instance_recovery import (Attempt, failed, publish_report, recover_instance, recovery_result, tear_down,
+                                     targets_report)
+from flows.parameters import BackupRef, DnsSwitch, Instance, Kind, PathText, RepoUrl, Seconds, SourceName, Targets
 from qilbee_backup import pipeline, recovery
-from qilbee_backup.report import recovery_markdown
+from qilbee_backup.report import figures_markdown, utc
 from tasks import recovery as steps
-from tasks.artifacts import publish_markdown
+
+KEY = "disaster-recovery-report"
 
 
 class SwitchApproval(RunInput):
-    """Shown in the Prefect UI before the DNS switch."""
+    """Shown in the Prefect UI before the DNS switch: a decision, recorded in the report."""
 
-    approve: bool = True
-    note: str = ""
+    approve: bool = Field(False, description="Switch DNS to the new instance. Leave unticked to decline.")
+    decided_by: str = Field("", max_length=200, description="Who decides (name or e-mail): recorded in the report.")
+    note: str = Field("", max_length=2000, description="Why: recorded in the report.")
 
 
-def dns_options(dns: str, hosts_file: str | None, zone_id: str | None, zone_name: str | None, dns_server: str | None,
-                dns_port: int | None, dns_zone: str | None, tsig_key_name: str | None, tsig_algorithm: str | None) -> dict:
-    if dns == "hosts":
-        return {"path": hosts_file}
-    if dns == "route53":
-        return {"zone_id": zone_id, "zone_name": zone_name}
-    return {"server": dns_server, "port": dns_port, "zone": dns_zone, "key_name": tsig_key_name, "key_algorithm": tsig_algorithm}
+def _approval_text(recovered, switch, old: list[str] | None) -> str:
+    manifest, integrity = recovered.choice.manifest, recovered.integrity
+    return "\n".join([
+        f"### Switch `{switch.record}` from {', '.join(old or []) or 'nothing'} to {switch.address}?",
+        "",
+        f"The new instance at {recovered.instance.url} serves backup `{manifest.backup_id}` "
+        f"({manifest.source.series_name}, {manifest.kind}, taken {utc(manifest.created_at)}).",
+        f"Integrity check: {'passed' if integrity and integrity.ok else 'FAILED'}.",
+        "",
+        figures_markdown(integrity.compared.get("figures") if integrity else None),
+        "Tick **approve** to switch; leave it unticked to decline (the instance is then torn down).",
+    ])
+
+
+def _ask_approval(recovered, switch, old: list[str] | None, timeout_s: float) -> dict:
+    asked = datetime.now(timezone.utc)
+    answer = pause_flow_run(wait_for_input=SwitchApproval.with_initial_data(
+        description=_approval_text(recovered, switch, old), approve=False), timeout=int(timeout_s))
+    return {"approved": bool(answer.approve), "decided_by": answer.decided_by or "(not given)", "note": answer.note,
+            "asked_at": asked.isoformat(), "decided_at": datetime.now(timezone.utc).isoformat()}
 
 
 @flow(name="disaster-recovery")
 def disaster_recovery(
-    repo: str,
-    provider: str = "process",
-    backup: str | None = None,
-    kind: str | None = None,
-    source_name: str | None = None,
-    data_root: str = "./qilbee-dr",
-    port: int | None = None,
-    server_cmd: str | None = None,
-    image: str | None = "qilbeedb/qilbeedb:latest",
-    network: str | None = "bridge",
-    container_command: str | None = None,
-    dns: str | None = None,
-    record: str | None = None,
-    address: str = "127.0.0.1",
-    ttl: int = 60,
-    hosts_file: str | None = None,
-    zone_id: str | None = None,
-    zone_name: str | None = None,
-    dns_server: str | None = None,
-    dns_port: int | None = None,
-    dns_zone: str | None = None,
-    tsig_key_name: str | None = None,
-    tsig_algorithm: str | None = None,
-    tsig_secret_env: str | None = "QILBEE_TSIG_SECRET",
+    repo: RepoUrl,
+    backup: BackupRef | None = None,
+    kind: Kind | None = None,
+    source_name: SourceName | None = None,
+    instance: Instance = Instance(),
+    data_root: PathText = "./qilbee-dr",
+    dns: DnsSwitch | None = None,
     approve: bool = False,
-    rto_target_s: float = 3600,
-    rpo_target_s: float = 86400,
-    health_timeout: float = 120.0,
+    approval_timeout_s: Seconds = 3600.0,
+    keep_failed_instance: bool = False,
+    targets: Targets = Targets(),
 ) -> dict:
     """Bring QilbeeDB back from a backup on a new instance and point DNS at it.
 
     Args:
         repo: The repository to recover from: a path, file:///path or s3://bucket/prefix.
-        provider: Where the new instance runs: process (a server command on this machine) or docker.
-        backup: A backup id (restored or the run fails); empty takes the newest intact backup: one that fails a
-            quick verify or turns out damaged while restored is skipped, and named in the report.
+        backup: A backup id (restored or the run fails); empty or latest takes the newest intact backup: one that
+            fails a quick verify or turns out damaged while restored is skipped, and named in the report.
         kind: Choose among this series only (daily, weekly, monthly, adhoc).
         source_name: Choose among this source database's backups only (its name, as `list` shows it).
+        instance: Where the new instance runs: a process on this machine or a Docker container.
         data_root: The new instance's data directory is made under here.
-        port: The new instance's port; empty picks a free one.
-        server_cmd: process provider: the server command, with {data_dir}, {port} and {host}; empty runs
-            the bundled emulator (give the real qilbeedb binary here).
-        image: docker provider: the server image.
-        network: docker provider: bridge (a published port) or host networking.
-        container_command: docker provider: the container's arguments, with {port}, {host}, {data_dir}.
-        dns: Switch this DNS provider's record to the new instance: hosts, route53 or rfc2136; empty skips it.
-        record: The DNS name to switch (e.g. qilbeedb.example.com).
-        address: The address the record gets (the new instance's host).
-        ttl: The record's TTL in seconds.
-        hosts_file: hosts provider: the hosts-format file (default /etc/hosts).
-        zone_id: route53: the hosted zone id (default: found from the record).
-        zone_name: route53: the hosted zone's name.
-        dns_server: rfc2136: the primary server's address.
-        dns_port: rfc2136: its port (default 53).
-        dns_zone: rfc2136: the zone to update.
-        tsig_key_name: rfc2136: the TSIG key's name.
-        tsig_algorithm: rfc2136: the TSIG algorithm (default hmac-sha256).
-        tsig_secret_env: rfc2136: the environment variable holding the TSIG secret (never a parameter).
-        approve: Pause before the DNS switch until a person approves it in the Prefect UI.
-        rto_target_s: The recovery time objective in seconds (the guide: under 1 hour).
-        rpo_target_s: The recovery point objective in seconds (the guide: under 24 hours).
-        health_timeout: Seconds to wait for the new instance to answer /health.
+        dns: The DNS switch: which provider, the record, the new address; empty leaves DNS alone.
+        approve: Pause before the DNS switch until a person decides in the Prefect UI (default there: decline).
+        approval_timeout_s: Seconds to wait for that decision; no decision declines.
+        keep_failed_instance: Keep the new instance running when the recovery fails or is declined (to look at it);
+            the error and the report name it. Default: tear it down.
+        targets: The recovery objectives the run is measured against (the guide: RTO 1 h, RPO 24 h).
     """
     logger = get_run_logger()
-    if dns and not record:
-        raise recovery.RecoveryError("--dns needs --record FQDN (the name to point at the new instance)")
-    clock = StepClock()
-    repository = pipeline.open_repository(repo)
-    recovered = restore_newest_intact(
-        clock, repository, backup, kind, source_name, provider,
-        provisioner_options(provider, server_cmd, image, network, container_command, health_timeout), data_root)
-    choice, provisioner, data_dir, restored = recovered.choice, recovered.provisioner, recovered.data_dir, recovered.result
-    manifest = choice.manifest
-    instance = clock.run("start-instance", steps.start_instance, provisioner, data_dir, port, None)
-    integrity = clock.run("integrity-check", steps.integrity_check, instance, manifest, restored.files)
-    if not integrity.ok:
-        steps.teardown(provisioner, instance)
-        raise recovery.RecoveryError(
-            f"integrity check failed for backup {manifest.backup_id}; DNS not touched; the restored data stays in {data_dir}: "
-            + "; ".join(integrity.differences))
-
+    attempt = Attempt()
+    clock = attempt.clock
+    approval = None
     change = None
-    if dns:
-        if approve:
-            answer = pause_flow_run(wait_for_input=SwitchApproval.with_initial_data(
-                description=f"Switch {record} to {address} ({instance.url}, backup {manifest.backup_id})?"), timeout=3600)
-            if not answer.approve:
-                raise recovery.RecoveryError(f"the DNS switch of {record} was not approved ({answer.note}); the instance runs at {instance.url}")
-        change = clock.run("dns-switch", steps.dns_switch, dns,
-                           dns_options(dns, hosts_file, zone_id, zone_name, dns_server, dns_port, dns_zone, tsig_key_name, tsig_algorithm),
-                           record, address, ttl, tsig_secret_env)
-    rto = clock.elapsed()
-    clock.run("resume", steps.resume, instance)
+    try:
+        repository = pipeline.open_repository(repo)
+        old = clock.run("check-dns", steps.check_dns, dns) if dns else None  # before anything is provisioned
+        recovered = recover_instance(attempt, repository, backup, kind, source_name, instance, data_root)
+        manifest = recovered.choice.manifest
+        if not recovered.integrity.ok:
+            raise recovery.RecoveryError(f"integrity check failed for backup {manifest.backup_id}; DNS not touched: "
+                                         + "; ".join(recovered.integrity.differences))
+        if dns:
+            if approve:
+                approval = clock.run("approval", _ask_approval, recovered, dns, old, approval_timeout_s)
+                if not approval["approved"]:
+                    clock.mark_failed()
+                    raise recovery.RecoveryError(f"the DNS switch of {dns.record} was declined by {approval['decided_by']}"
+                                                 + (f" ({approval['note']})" if approval["note"] else "") + "; DNS not touched")
+            change = clock.run("dns-switch", steps.dns_switch, dns)
+        rto = clock.elapsed()
+        clock.run("resume", steps.resume, recovered.instance)
+    except Exception as exc:
+        kept = _after_failure(attempt, keep_failed_instance)
+        result = failed(recovery_result(attempt, targets, None), attempt, exc) | {"approval": approval, "instance": kept}
+        publish_report(KEY, "Disaster recovery", result, f"DR from {repo}: FAILED at {result['failed_step']}", source_name)
+        if kept and kept.get("running"):
+            error = recovery.RecoveryError(f"{result['error']} (the new instance was kept: {kept['url']}, "
+                                           f"data in {kept['data_dir']})")
+            error.result = result
+            raise error from None
+        raise
 
-    result = recovery_result(choice, clock, rto, rto_target_s, rpo_target_s, integrity, restored)
-    result["instance"] = {k: v for k, v in {"url": instance.url, "pid": instance.pid, "container": instance.container,
-                                            "data_dir": str(instance.data_dir), "provider": instance.provider}.items() if v is not None}
+    result = recovery_result(attempt, targets, rto)
+    inst = recovered.instance
+    result["instance"] = {k: v for k, v in {"url": inst.url, "pid": inst.pid, "container": inst.container,
+                                            "data_dir": str(inst.data_dir), "provider": inst.provider}.items() if v is not None}
     result["dns"] = {"record": change.record, "old": change.old, "new": change.new} if change else None
+    result["approval"] = approval
     result["warnings"] = targets_report(result)
     for warning in result["warnings"]:
         logger.warning(warning)
-    publish_markdown("disaster-recovery-report", recovery_markdown("Disaster recovery", result), f"DR from {repo}")
+    publish_report(KEY, "Disaster recovery", result, f"DR from {repo}", source_name)
     return result
+
+
+def _after_failure(attempt: Attempt, keep: bool) -> dict | None:
+    """Tear the new instance down, or keep it as asked; what became of it, for the report."""
+    recovered = attempt.recovered
+    if recovered is None or recovered.instance is None:
+        return None
+    inst = recovered.instance
+    described = {"url": inst.url, "data_dir": str(recovered.data_dir), "provider": inst.provider,
+                 **({"pid": inst.pid} if inst.pid else {}), **({"container": inst.container} if inst.container else {})}
+    if keep:
+        get_run_logger().warning("keeping the new instance at %s as asked (data in %s)", inst.url, recovered.data_dir)
+        return described | {"running": True}
+    return described | {"running": not tear_down(attempt)}

@@ -7,13 +7,13 @@ from prefect import flow, get_run_logger
 from qilbee_backup import pipeline
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import check_backup_ref
-from flows.parameters import Retention, retention_rules
+from flows.parameters import BackupRef, Grace, Kind, RepoUrl, Retention, SourceName, retention_rules
 from tasks import backup as steps
 from tasks.artifacts import publish_rows, publish_table
 
 
 @flow(name="list-backups")
-def list_backups(repo: str, kind: str | None = None, source_name: str | None = None) -> list[dict]:
+def list_backups(repo: RepoUrl, kind: Kind | None = None, source_name: SourceName | None = None) -> list[dict]:
     """Every backup in the repository, oldest first; a damaged manifest is listed as damaged.
 
     Args:
@@ -38,7 +38,7 @@ def _damaged_report(damaged) -> dict:
 
 
 @flow(name="verify")
-def verify(repo: str, backup: str | None = None, read_data: bool = False) -> dict:
+def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = False) -> dict:
     """Check one backup (or every backup): blobs present with the right size; with read_data, re-hashed.
     A damaged manifest counts as a damaged backup. The run fails when anything is damaged.
 
@@ -64,9 +64,7 @@ def verify(repo: str, backup: str | None = None, read_data: bool = False) -> dic
     }
     damaged = [r for r in reports if r["problems"]]
     unchecked = [r for r in reports if r["unchecked"] and not r["problems"]]
-    publish_table("verify-summary", {"url": repo, "ok": result["ok"], "backups_checked": len(reports),
-                                     "damaged": [r["backup_id"] for r in damaged],
-                                     "could_not_check": [r["backup_id"] for r in unchecked]}, f"verify {repo}")
+    publish_table("verify-summary", result, f"verify {repo}")
     for r in damaged:
         logger.error("damaged backup %s: %s", r["backup_id"], "; ".join(r["problems"]))
     for r in unchecked:
@@ -86,8 +84,8 @@ def verify(repo: str, backup: str | None = None, read_data: bool = False) -> dic
 
 
 @flow(name="prune")
-def prune(repo: str, kind: str | None = None, retention: Retention | None = None, grace: str = "1h",
-          dry_run: bool = False, source_name: str | None = None) -> dict:
+def prune(repo: RepoUrl, kind: Kind | None = None, retention: Retention | None = None, grace: Grace = "1h",
+          dry_run: bool = False, source_name: SourceName | None = None) -> dict:
     """Apply the retention rules to each series (a source database and a kind) or the ones selected,
     then sweep unreferenced blobs. Retention never crosses databases.
 
@@ -108,7 +106,7 @@ def prune(repo: str, kind: str | None = None, retention: Retention | None = None
                      "reasons": ""} for r in result["removed"]]
                  + [{"backup_id": r["backup_id"], "source": r["source"], "kind": r["kind"], "decision": "locked",
                      "reasons": r["reason"]} for r in result["locked"]]
-                 + [{"backup_id": d["backup_id"], "source": "?", "kind": "?", "decision": "damaged: left alone",
+                 + [{"backup_id": d["backup_id"], "source": None, "kind": None, "decision": "damaged: left alone",
                      "reasons": d["reason"]} for d in result["damaged"]],
                  f"prune {repo}{' (dry run)' if dry_run else ''}")
     return result

@@ -16,8 +16,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 
 from qilbee_backup import archive as archives
 from qilbee_backup import pipeline, recovery
@@ -28,26 +30,29 @@ from qilbee_backup.manifest import check_backup_ref
 from qilbee_backup.provision import ProvisionError, open_provisioner
 from tasks import archive as archive_steps
 from tasks import recovery as steps
-from tasks.artifacts import publish_table
+from flows.parameters import (BackupRef, EnvName, Kind, Name, PathText, RepoUrl, RetrievalDays, RetrievalTier, Seconds, SourceName,
+                              SourceUrl, Text, WaitSeconds)
+from tasks.artifacts import artifact_key, publish_table
 
 
 @flow(name="restore")
 def restore(
-    repo: str,
-    data_dir: str,
-    backup: str = "latest",
-    kind: str | None = None,
-    source_name: str | None = None,
+    repo: RepoUrl,
+    data_dir: PathText,
+    backup: BackupRef = "latest",
+    kind: Kind | None = None,
+    source_name: SourceName | None = None,
     replace: bool = False,
-    container: str | None = None,
-    source: str | None = None,
-    server_cmd: str | None = None,
+    container: Name | None = None,
+    source: SourceUrl | None = None,
+    server_cmd: Text | None = None,
+    server_env: Annotated[list[EnvName], Field(max_length=64)] = [],
     check: bool = True,
-    archive: str | None = None,
-    retrieval_wait: float = 12 * 3600.0,
-    retrieval_tier: str = "Standard",
-    retrieval_days: int = 7,
-    retrieval_poll: float = 60.0,
+    archive: BackupRef | None = None,
+    retrieval_wait: WaitSeconds = 12 * 3600.0,
+    retrieval_tier: RetrievalTier = "Standard",
+    retrieval_days: RetrievalDays = 7,
+    retrieval_poll: Seconds = 60.0,
 ) -> dict:
     """Restore a backup (an id or latest), or an archive, into data_dir; with replace, swap out the data there.
 
@@ -61,6 +66,7 @@ def restore(
         container: Docker container using data_dir: stopped, restored into, started again and checked.
         source: The container's URL for the check (default http://127.0.0.1:7474).
         server_cmd: Server command to check the restored data with ({data_dir}, {port}, {host}); default: the emulator.
+        server_env: Names of environment variables that check server gets from the worker (it gets no others).
         check: Start a throwaway server on the restored data and compare its figures with the backup's.
         archive: Restore this archive (an id or latest) from the repository's archives/ instead of a backup.
         retrieval_wait: Seconds to wait for an archive in GLACIER or DEEP_ARCHIVE to be retrieved (Standard tier: hours). 0: start the retrieval and stop; run again later.
@@ -109,7 +115,7 @@ def restore(
                     client.wait_healthy(timeout=120)
                     integrity = recovery.check_instance(client, manifest, restored.files)
             elif check:
-                integrity = _check_on_throwaway_server(target, manifest, restored.files, server_cmd)
+                integrity = _check_on_throwaway_server(target, manifest, restored.files, server_cmd, server_env)
             if integrity is not None and not integrity.ok:
                 raise recovery.RecoveryError(f"restored backup {manifest.backup_id} failed its check: " + "; ".join(integrity.differences))
         except BaseException:
@@ -132,11 +138,11 @@ def restore(
         "bytes_downloaded": restored.bytes_downloaded, "duration_s": round(restored.duration_s, 3),
         "replaced_existing": restored.swap is not None, "integrity": integrity.to_dict() if integrity else None,
     }
-    publish_table("restore-summary", result, f"restore of {manifest.backup_id} into {target}")
+    publish_table(artifact_key("restore-summary", manifest.source.series_name), result, f"restore of {manifest.backup_id} into {target}")
     return result
 
 
-def _check_on_throwaway_server(data_dir: Path, manifest, files: int, server_cmd: str | None):
+def _check_on_throwaway_server(data_dir: Path, manifest, files: int, server_cmd: str | None, server_env: list[str]):
     """Start a server on the restored data for a moment and compare its figures with the backup's.
 
     Its log goes to a temporary directory, never beside data_dir (an undone restore leaves nothing
@@ -144,7 +150,8 @@ def _check_on_throwaway_server(data_dir: Path, manifest, files: int, server_cmd:
     log_dir = Path(tempfile.mkdtemp(prefix="qilbee-restore-check-"))
     keep_log = False
     try:
-        provisioner = open_provisioner("process", server_cmd=server_cmd, health_timeout=120, log_dir=log_dir)
+        provisioner = open_provisioner("process", server_cmd=server_cmd, health_timeout=120, log_dir=log_dir,
+                                       pass_env=server_env)
         try:
             instance = provisioner.start(data_dir)
         except ProvisionError as exc:

@@ -105,8 +105,8 @@ def main() -> int:
         say("the primary is lost: disaster recovery with a DNS switch in a hosts file")
         emulator.send_signal(signal.SIGTERM)
         emulator.wait(30)
-        result = disaster_recovery(repo=repo, provider="process", data_root=str(WORK / "dr"), dns="hosts",
-                                   record="db.qilbee.internal", hosts_file=str(hosts))
+        result = disaster_recovery(repo=repo, data_root=str(WORK / "dr"),
+                                   dns={"provider": "hosts", "record": "db.qilbee.internal", "hosts_file": str(hosts)})
         pids.append(result["instance"]["pid"])
         print(recovery_markdown("Disaster recovery", result))
         print(f"\nhosts file now:\n{hosts.read_text()}")

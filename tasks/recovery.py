@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from qilbee_backup import recovery
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.dns import open_dns_provider
+from qilbee_backup.errors import UsageError
 from qilbee_backup.provision import open_provisioner
 from qilbee_backup.restorer import restore_backup
 
@@ -67,14 +68,33 @@ def integrity_check(instance, manifest, restored_files: int) -> recovery.Integri
     return report
 
 
+def _dns_provider(switch):
+    """The switch's DNS provider; a TSIG secret comes from the environment, never a flow parameter."""
+    options = switch.options()
+    if switch.provider == "rfc2136" and switch.tsig_key_name:
+        secret = os.environ.get(switch.tsig_secret_env)
+        if not secret:
+            raise UsageError(f"the TSIG key {switch.tsig_key_name} needs its secret in the environment variable "
+                             f"{switch.tsig_secret_env} (or --tsig-secret)")
+        options["key_secret"] = secret
+    return open_dns_provider(switch.provider, **options)
+
+
+@task(name="check-dns", **_TASK)
+def check_dns(switch) -> list[str] | None:
+    """Before anything is provisioned: the DNS switch can be made (provider options, TSIG secret, the
+    server answers); what the record points at now."""
+    with _dns_provider(switch) as provider:
+        current = provider.current(switch.record)
+    get_run_logger().info("DNS %s: %s points at %s now", switch.provider, switch.record, ", ".join(current or []) or "nothing")
+    return current
+
+
 @task(name="dns-switch", **_TASK)
-def dns_switch(dns: str, options: dict, record: str, address: str, ttl: int, secret_env: str | None):
-    options = dict(options)
-    if dns == "rfc2136" and secret_env and os.environ.get(secret_env):
-        options["key_secret"] = os.environ[secret_env]  # from the environment, never a flow parameter
-    with open_dns_provider(dns, **options) as provider:
-        change = provider.switch(record, [address], ttl=ttl)
-    get_run_logger().info("DNS %s: %s → %s (was %s)", dns, change.record, change.new, change.old)
+def dns_switch(switch):
+    with _dns_provider(switch) as provider:
+        change = provider.switch(switch.record, [switch.address], ttl=switch.ttl)
+    get_run_logger().info("DNS %s: %s → %s (was %s)", switch.provider, change.record, change.new, change.old)
     return change
 
 

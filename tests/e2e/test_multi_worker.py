@@ -73,7 +73,7 @@ def test_two_workers_back_up_two_servers_at_once(postgres_server, emulator_facto
     # The state really lives in PostgreSQL: exactly these two runs, completed, and their summaries.
     rows = postgres_server.fetch(database, "SELECT id, state_type, labels FROM flow_run")
     assert {str(r["id"]): r["state_type"] for r in rows} == {str(r.id): "COMPLETED" for r in runs}
-    summaries = postgres_server.fetch(database, "SELECT flow_run_id, data FROM artifact WHERE key = 'backup-summary'")
+    summaries = postgres_server.fetch(database, "SELECT flow_run_id, data FROM artifact WHERE key LIKE 'backup-summary-%'")
     assert {str(a["flow_run_id"]) for a in summaries} == {str(r.id) for r in runs}
     assert all(m.backup_id in "".join(a["data"] for a in summaries) for m in manifests.values())
 

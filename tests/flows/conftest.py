@@ -31,7 +31,7 @@ def run_cli(cli_env):
     import subprocess
 
     def run(*args, env=None, timeout=180, **kw):
-        return subprocess.run([sys.executable, "-m", "qilbee_backup.cli", *args], env=env or cli_env, cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "qilbee_cli", *args], env=env or cli_env, cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=timeout, **kw)
 
     return run

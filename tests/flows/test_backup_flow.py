@@ -88,11 +88,14 @@ def test_backup_publishes_a_table_artifact_with_its_figures(emulator, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from qilbee_backup.report import artifact_key, size
+
     result = backup(source=emulator.url, repos=[str(tmp_path / "repo")])
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["backup-summary"])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[artifact_key("backup-summary", result["source"])])))
     latest = max(artifacts, key=lambda a: a.created)
     data = json.loads(latest.data) if isinstance(latest.data, str) else latest.data
     rows = {row["figure"]: row["value"] for row in data}
-    assert rows["backup_id"] == result["backup_id"]
-    assert rows["bytes_uploaded"] == result["bytes_uploaded"] and rows["mode"] == "online"
+    assert rows["report"] == f"Backup {result['backup_id']} of {result['source']}"
+    assert rows["uploaded"] == size(result["bytes_uploaded"]) and rows["mode"] == "online"

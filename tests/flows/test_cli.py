@@ -14,7 +14,7 @@ import pytest
         (["backup", "--repo", "s3://"], "no bucket"),
         (["list"], "--repo"),
         (["verify", "--repo", "/tmp/x", "--bogus"], "unrecognized arguments"),
-        (["prune", "--repo", "/tmp/x", "--keep-daily", "-1"], "must not be negative"),
+        (["prune", "--repo", "/tmp/x", "--keep-daily", "-1"], "--keep-daily: Input should be greater than or equal to 0"),
         (["prune", "--repo", "/tmp/x", "--keep-within", "7 fortnights"], "7 fortnights"),
     ],
 )

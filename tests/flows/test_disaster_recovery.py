@@ -50,12 +50,12 @@ def test_dr_with_process_provider_and_hosts_file(backed_up, tmp_path, stop_insta
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n10.9.9.9 db.qilbee.test\n")
 
-    result = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="hosts",
-                               record="db.qilbee.test", hosts_file=str(hosts))
+    result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"),
+                               dns={"provider": "hosts", "record": "db.qilbee.test", "hosts_file": str(hosts)})
     stop_instances.append(result["instance"]["pid"])
 
     assert result["backup_id"] == made["backup_id"]
-    assert [s["name"] for s in result["steps"]] == STEPS + ["dns-switch", "resume"]
+    assert [s["name"] for s in result["steps"]] == ["check-dns"] + STEPS + ["dns-switch", "resume"]
     assert all(s["duration_s"] >= 0 for s in result["steps"])
     assert 0 < result["rto_s"] < result["rto_target_s"] == 3600
     assert 0 <= result["rpo_s"] < result["rpo_target_s"] == 86400
@@ -79,11 +79,13 @@ def test_integrity_mismatch_stops_before_dns(emulator, tmp_path, stop_instances)
     hosts = tmp_path / "hosts"
     hosts.write_text("10.9.9.9 db.qilbee.test\n")
 
+    before = set(_pids_with(str(tmp_path / "dr")))
     with pytest.raises(RecoveryError, match="graph social: nodeCount") as err:
-        disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="hosts",
-                          record="db.qilbee.test", hosts_file=str(hosts))
+        disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"),
+                          dns={"provider": "hosts", "record": "db.qilbee.test", "hosts_file": str(hosts)})
     assert "DNS not touched" in str(err.value)
     assert hosts.read_text() == "10.9.9.9 db.qilbee.test\n"
+    assert set(_pids_with(str(tmp_path / "dr"))) == before  # the failed instance was torn down
 
 
 def test_dr_skips_a_damaged_newest_backup(emulator, tmp_path, stop_instances):
@@ -96,7 +98,7 @@ def test_dr_skips_a_damaged_newest_backup(emulator, tmp_path, stop_instances):
     victim = sorted(newest_only)[0]
     r.dest.remove(f"blobs/{victim[:2]}/{victim}")
 
-    result = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"))
+    result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"))
     stop_instances.append(result["instance"]["pid"])
     assert result["backup_id"] == good["backup_id"]
     assert [s["backup_id"] for s in result["skipped_backups"]] == [bad["backup_id"]]
@@ -107,9 +109,9 @@ def test_dr_with_rfc2136_against_bind(backed_up, tmp_path, bind_server, monkeypa
     repo, _ = backed_up
     monkeypatch.setenv("QILBEE_TEST_TSIG", bind_server.key_secret)
     record = f"db.{bind_server.zone.rstrip('.')}"
-    result = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="rfc2136", record=record,
-                               dns_server=bind_server.server, dns_port=bind_server.port, dns_zone=bind_server.zone,
-                               tsig_key_name=bind_server.key_name, tsig_secret_env="QILBEE_TEST_TSIG")
+    result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"), dns={
+        "provider": "rfc2136", "record": record, "server": bind_server.server, "port": bind_server.port,
+        "zone": bind_server.zone, "tsig_key_name": bind_server.key_name, "tsig_secret_env": "QILBEE_TEST_TSIG"})
     stop_instances.append(result["instance"]["pid"])
     assert result["dns"]["new"] == ["127.0.0.1"]
     import dns.message
@@ -126,8 +128,8 @@ def test_dr_with_route53_on_moto(backed_up, tmp_path, moto_server, stop_instance
     repo, _ = backed_up
     r53 = boto3.client("route53", endpoint_url=moto_server, region_name="us-east-1")
     zone = r53.create_hosted_zone(Name="qilbee-dr.test", CallerReference=str(tmp_path))["HostedZone"]["Id"]
-    result = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="route53",
-                               record="db.qilbee-dr.test", address="127.0.0.1")
+    result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"),
+                               dns={"provider": "route53", "record": "db.qilbee-dr.test", "address": "127.0.0.1"})
     stop_instances.append(result["instance"]["pid"])
     sets = r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
     a = [s for s in sets if s["Type"] == "A" and s["Name"].rstrip(".") == "db.qilbee-dr.test"]
@@ -137,8 +139,9 @@ def test_dr_with_route53_on_moto(backed_up, tmp_path, moto_server, stop_instance
 
 def test_dr_with_docker_provider(backed_up, tmp_path, emulator_image, docker_client):
     repo, made = backed_up
-    result = disaster_recovery(repo=repo, provider="docker", data_root=str(tmp_path / "dr"), image=emulator_image,
-                               network="host", container_command="--data-dir /data --host 127.0.0.1 --port {port}")
+    result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"), instance={
+        "provider": "docker", "image": emulator_image, "network": "host",
+        "container_command": "--data-dir /data --host 127.0.0.1 --port {port}"})
     try:
         c = docker_client.containers.get(result["instance"]["container"])
         assert c.status == "running" and c.attrs["HostConfig"]["Init"] is True
@@ -154,7 +157,7 @@ def test_missed_targets_are_warnings_and_events(backed_up, tmp_path, monkeypatch
     sent = []
     monkeypatch.setattr(dr_flow, "emit_event", lambda **event: sent.append(event))  # the boundary to Prefect's event bus
     repo, made = backed_up
-    result = drill(repo=repo, provider="process", rto_target_s=0.001, rpo_target_s=0.001)
+    result = drill(repo=repo, targets={"rto_s": 0.001, "rpo_s": 0.001})
     assert len(result["warnings"]) == 2
     assert result["warnings"][0].startswith("RTO") and "missed its target" in result["warnings"][0]
     assert result["warnings"][1].startswith("RPO")
@@ -165,7 +168,7 @@ def test_missed_targets_are_warnings_and_events(backed_up, tmp_path, monkeypatch
 
 def test_drill_tears_down_and_reports_rto(backed_up, tmp_path):
     repo, made = backed_up
-    result = drill(repo=repo, provider="process")
+    result = drill(repo=repo)
     assert result["ok"] and result["instance"]["torn_down"]
     assert [s["name"] for s in result["steps"]] == STEPS + ["teardown"]
     with pytest.raises(httpx.TransportError):
@@ -181,7 +184,7 @@ def test_failing_drill_still_tears_down(emulator, tmp_path):
                      stats=dict(real, relationshipCount=real["relationshipCount"] + 5), spool=tmp_path / "spool")
     before = set(_pids_with("qilbee-drill-"))
     with pytest.raises(RecoveryError, match="relationshipCount"):
-        drill(repo=repo, provider="process")
+        drill(repo=repo)
     assert set(_pids_with("qilbee-drill-")) == before  # the throwaway server is gone
 
 
@@ -203,8 +206,8 @@ def test_approval_pauses_before_the_dns_switch(backed_up, tmp_path, stop_instanc
 
     def run() -> None:
         try:
-            outcome["result"] = disaster_recovery(repo=repo, provider="process", data_root=str(tmp_path / "dr"), dns="hosts",
-                                                  record="db.qilbee.test", hosts_file=str(hosts), approve=True)
+            outcome["result"] = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"), approve=True, dns={
+                "provider": "hosts", "record": "db.qilbee.test", "hosts_file": str(hosts)})
         except Exception as e:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = e
 
@@ -216,21 +219,34 @@ def test_approval_pauses_before_the_dns_switch(backed_up, tmp_path, stop_instanc
         while paused is None and time.monotonic() < deadline and worker.is_alive():
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
-            paused = next((r for r in runs if r.flow_id and r.parameters.get("hosts_file") == str(hosts)), None)
+            paused = next((r for r in runs if (r.parameters.get("dns") or {}).get("hosts_file") == str(hosts)), None)
             time.sleep(0.5)
     assert paused is not None, f"the flow never paused: {outcome}"
     assert hosts.read_text() == "10.9.9.9 db.qilbee.test\n"  # nothing switched while waiting
-    resume_flow_run(paused.id, run_input={"approve": approve, "note": "checked by the on-call"})
+    description = _pause_description(paused.id)
+    assert "db.qilbee.test" in description and "10.9.9.9" in description and "127.0.0.1" in description
+    assert "| graph |" in description  # the integrity figures being approved
+    resume_flow_run(paused.id, run_input={"approve": approve, "decided_by": "alice@example.com", "note": "checked by the on-call"})
     worker.join(180)
     if approve:
         result = outcome["result"]
         stop_instances.append(result["instance"]["pid"])
         assert result["dns"]["new"] == ["127.0.0.1"]
+        assert result["approval"]["approved"] is True and result["approval"]["decided_by"] == "alice@example.com"
+        assert "approval" in [s["name"] for s in result["steps"]]  # the wait is a step: RTO adds up
     else:
-        assert isinstance(outcome.get("error"), RecoveryError) and "not approved" in str(outcome["error"])
+        assert isinstance(outcome.get("error"), RecoveryError) and "declined by alice@example.com" in str(outcome["error"])
         assert hosts.read_text() == "10.9.9.9 db.qilbee.test\n"
-        # The unapproved instance stays up for the operator; this test stops its own by PID.
-        stop_instances.extend(_pids_with(str(tmp_path / "dr")))
+        assert _pids_with(str(tmp_path / "dr")) == []  # a declined DR tears its instance down
+
+
+def _pause_description(flow_run_id) -> str:
+    """What the approval form shows: the description of the run's pending input."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = client.filter_flow_run_input(flow_run_id=flow_run_id, key_prefix="paused", limit=10, exclude_keys=set())
+        return " ".join(k.value for k in keys)
 
 
 def _pids_with(fragment: str) -> list[int]:

@@ -24,7 +24,7 @@ def test_killed_mid_upload_then_rerun(emulator_factory, moto_server, s3_client, 
     slow = throttled_proxy(endpoint.hostname, endpoint.port, bytes_per_second=64 * 1024)
     env = dict(cli_env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{slow.port}", AWS_ENDPOINT_URL=f"http://127.0.0.1:{slow.port}")
 
-    run = subprocess.Popen([sys.executable, "-m", "qilbee_backup.cli", "backup", "--source", server.url, "--repo", repo, "--json"],
+    run = subprocess.Popen([sys.executable, "-m", "qilbee_cli", "backup", "--source", server.url, "--repo", repo, "--json"],
                            env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -47,7 +47,7 @@ def test_killed_mid_upload_then_rerun(emulator_factory, moto_server, s3_client, 
     assert not _keys(s3_client, s3_bucket, "repo/backups/"), "a killed backup must leave no manifest"
     assert _keys(s3_client, s3_bucket, "repo/locks/"), "the killed run's lock is still there"
 
-    done = subprocess.run([sys.executable, "-m", "qilbee_backup.cli", "backup", "--source", server.url, "--repo", repo, "--json"],
+    done = subprocess.run([sys.executable, "-m", "qilbee_cli", "backup", "--source", server.url, "--repo", repo, "--json"],
                           env=cli_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)

@@ -34,7 +34,7 @@ deployments:
     with prefect_server_with_scheduler(tmp_path) as api:
         env = dict(cli_env, PREFECT_API_URL=api, PREFECT_RUNNER_POLL_FREQUENCY="2")
         log = open(tmp_path / "serve.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "qilbee_backup.cli", "serve", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "qilbee_cli", "serve", "--config", str(config)],
                                 env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             done = _wait_for_completed_run(api, name, proc)

@@ -1,0 +1,172 @@
+"""What every command shares: the one-line argparse, common flags, validating a flow's parameters
+before it runs, and printing a result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+from typing import Any
+
+from qilbee_backup.errors import UsageError
+
+API_KEY_ENV = "QILBEE_API_KEY"
+TSIG_ENV = "QILBEE_TSIG_SECRET"
+RETENTION_FLAGS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that fails with one line and exit 2 instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"qilbee-backup: error: {message}\n")
+
+
+# -- flags --------------------------------------------------------------------------------------------
+# Types stay plain (str, int, float): a value's rules live in the flow's parameter types, which the
+# CLI checks before the run. argparse only turns text into a number.
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the run's result as one JSON object on stdout")
+
+
+def add_repo(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("--repo", action="append", required=True, metavar="URL",
+                       help="repository: a path, file:///path or s3://bucket/prefix (repeat to fan out: 3-2-1)")
+    else:
+        p.add_argument("--repo", required=True, metavar="URL", help="repository: a path, file:///path or s3://bucket/prefix")
+
+
+def add_source_name(p: argparse.ArgumentParser, helptext: str) -> None:
+    p.add_argument("--source-name", metavar="NAME", help=helptext)
+
+
+def add_retention(p: argparse.ArgumentParser) -> None:
+    for name in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        bucket = "" if name == "last" else f" {name}"
+        p.add_argument(f"--keep-{name}", type=int, metavar="N", help=f"keep the newest backup of each of the last N{bucket} buckets")
+    p.add_argument("--keep-within", metavar="DURATION", help="keep every backup younger than this, relative to the newest (7d, 4w, 12m, 1y)")
+
+
+def retention(given: dict[str, Any]) -> dict[str, Any] | None:
+    """The --keep-* flags given, as the flows' Retention; None when none was."""
+    rules = {k: given.pop(k) for k in RETENTION_FLAGS if k in given}
+    return rules or None
+
+
+def pick(given: dict[str, Any], *names: str, **renamed: str) -> dict[str, Any]:
+    """Flow parameters from the flags given: `names` keep their name, `renamed` maps param=flag."""
+    params = {n: given[n] for n in names if n in given}
+    params.update({param: given[flag] for param, flag in renamed.items() if flag in given})
+    return params
+
+
+def secret_to_env(given: dict[str, Any], flag: str, variable: str) -> None:
+    """A secret given on the command line reaches the flow through the environment, never as a flow
+    parameter: parameters are stored by the Prefect API and shown in its UI."""
+    value = given.get(flag)
+    if value is not None:
+        if not str(value).strip():
+            raise UsageError(f"--{flag.replace('_', '-')} is empty")
+        os.environ[variable] = value
+
+
+# -- validate, then run ---------------------------------------------------------------------------------
+
+_ERROR_LINE = re.compile(r"^ - (?P<loc>[^:]+): (?P<msg>.*)$")
+
+
+def run_flow(flow: Any, params: dict[str, Any], flags: dict[str, str] | None = None) -> Any:
+    """Validate params against the flow's own signature (its types, ranges and patterns: the same the
+    Prefect UI form and API enforce), then run it. A bad value is one UsageError line naming the flag,
+    and no flow run exists. flags: parameter path ("dns.record") -> the flag that sets it."""
+    validate(flow, params, flags or {})
+    return flow(**params)
+
+
+def validate(flow: Any, params: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
+    from prefect.exceptions import ParameterTypeError
+
+    quiet = logging.getLogger("prefect.flows")  # it would log the parameters, and a traceback, for a person's typo
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        return flow.validate_parameters(params)
+    except ParameterTypeError as exc:
+        raise UsageError(_first_problem(str(exc), flags)) from None
+    finally:
+        quiet.level = level
+
+
+def _first_problem(message: str, flags: dict[str, str]) -> str:
+    for line in message.splitlines():
+        match = _ERROR_LINE.match(line)
+        if match:
+            loc, msg = match["loc"], match["msg"].removeprefix("Value error, ")
+            msg = {"Field required": "is required here", "Extra inputs are not permitted": "is not used here"}.get(msg, msg)
+            return f"{flag_for(loc, flags)}: {msg}"
+    return " ".join(message.split())
+
+
+def flag_for(loc: str, flags: dict[str, str]) -> str:
+    """The flag behind a parameter path: explicit mappings first; a model's discriminator tag
+    (dns.rfc2136.server) and list indexes (repos.0) are skipped."""
+    parts = [p for p in loc.split(".") if not p.isdigit() and p not in ("hosts", "route53", "rfc2136")]
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in flags:
+            return flags[key]
+    return "--" + parts[-1].replace("_", "-") if parts else loc
+
+
+# -- output -----------------------------------------------------------------------------------------------
+
+
+def print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, default=str, sort_keys=True))
+    else:
+        from qilbee_backup.report import render_text
+
+        print(render_text(result))
+
+
+# -- what backup and archive share ----------------------------------------------------------------------
+
+SOURCE_FLAGS = {"repos": "--repo", "source": "--source", "data_path": "--data-path", "api_key_secret": "--api-key-secret"}
+
+
+def add_snapshot_source(p: argparse.ArgumentParser) -> None:
+    """The server, how to take its snapshot, where it goes."""
+    p.add_argument("--source", metavar="URL", help="the QilbeeDB server (default http://127.0.0.1:7474)")
+    add_repo(p, many=True)
+    p.add_argument("--mode", help="auto (default), online or offline")
+    p.add_argument("--container", metavar="NAME", help="Docker container running QilbeeDB (offline mode, path mapping)")
+    p.add_argument("--data-path", metavar="HOST_DIR", help="where the server's data directory is readable here")
+    p.add_argument("--api-key", help=f"API key for the admin routes (or set {API_KEY_ENV})")
+    p.add_argument("--api-key-secret", metavar="BLOCK", help="name of a Prefect Secret block holding the API key")
+    p.add_argument("--sse", help="S3 server-side encryption: AES256 or aws:kms")
+    p.add_argument("--storage-class", metavar="CLASS", help="S3 storage class of what is uploaded (STANDARD_IA, GLACIER, ...)")
+    p.add_argument("--lock-wait", type=float, metavar="SECONDS", help="wait this long for another run's lock (default: fail at once)")
+    add_source_name(p, "the database's name in the repository, its series for retention (default: HOST-PORT of --source)")
+    p.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="server checkpoints to keep after the backup: 0 (default) deletes the one it took; N keeps the newest N")
+    p.add_argument("--kind", help="the series (daily, weekly, monthly, adhoc)")
+    p.add_argument("--read-data", action="store_true", help="verify by re-reading every byte uploaded")
+    add_retention(p)
+    add_json(p)
+
+
+def snapshot_source(given: dict[str, Any]) -> dict[str, Any]:
+    secret_to_env(given, "api_key", API_KEY_ENV)
+    params = pick(given, "source", "mode", "container", "data_path", "api_key_secret", "sse", "storage_class", "lock_wait",
+                  "source_name", "keep_checkpoints", "kind", "read_data", repos="repo")
+    if "api_key" in given:
+        params["api_key_env"] = API_KEY_ENV
+    rules = retention(given)
+    if rules is not None:
+        params["retention"] = rules
+    return params
