@@ -5,27 +5,42 @@ verify → prune the archives, each step a task with its own duration in the UI.
 from __future__ import annotations
 
 import time
-
 from typing import Annotated
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.parameters import (Count, EnvName, Grace, Kind, Mode, Name, PathText, RepoUrl, Retention, SourceName, SourceUrl, Sse,
-                              StorageClass, WaitSeconds, retention_rules)
+from flows.parameters import (
+    Count,
+    EnvName,
+    Grace,
+    Kind,
+    Mode,
+    Name,
+    PathText,
+    RepoUrl,
+    Retention,
+    SourceName,
+    SourceUrl,
+    Sse,
+    StorageClass,
+    WaitSeconds,
+    retention_rules,
+)
+from flows.runbook import runbook
 from qilbee_backup import archive as archives
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from qilbee_backup.errors import IntegrityError
 from qilbee_backup.manifest import check_kind, check_source_name, default_source_name
+from qilbee_backup.report import artifact_key
+from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from tasks import archive as steps
 from tasks import backup as backup_steps
-from tasks.artifacts import artifact_key, publish_rows, publish_table
 from tasks.secrets import resolve_api_key
+from tasks.steps import get_logger, publish_rows, publish_table
 
 
-@flow(name="archive")
+@runbook
 def archive(
     source: SourceUrl = "http://127.0.0.1:7474",
     repos: Annotated[list[RepoUrl], Field(min_length=1, max_length=16)] = ["./qilbee-repo"],
@@ -72,7 +87,7 @@ def archive(
         keep_checkpoints: Server checkpoints to keep once the archive is committed: 0 deletes the one this run took;
             N keeps the newest N (other runs' younger than an hour are spared).
     """
-    logger = get_run_logger()
+    logger = get_logger()
     started = time.monotonic()
     storage_class = archives.check_storage_class(storage_class)
     rules = retention_rules(retention)
@@ -135,7 +150,7 @@ def archive(
     return result
 
 
-@flow(name="list-archives")
+@runbook
 def list_archives(repo: RepoUrl, kind: Kind | None = None, source_name: SourceName | None = None) -> list[dict]:
     """Every archive in the repository, oldest first (from the records: no retrieval needed).
 

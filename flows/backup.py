@@ -4,23 +4,45 @@ snapshot → copy → upload → verify → prune, each step a task with its own
 from __future__ import annotations
 
 import time
-
 from typing import Annotated
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows.parameters import (
+    Count,
+    EnvName,
+    Grace,
+    Kind,
+    LockDays,
+    LockMode,
+    Mode,
+    Name,
+    PathText,
+    RepoUrl,
+    Retention,
+    SourceName,
+    SourceUrl,
+    Sse,
+    StorageClass,
+    WaitSeconds,
+    retention_rules,
+)
+from flows.runbook import runbook
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from qilbee_backup.destinations.url import S3Location, parse_url
 from qilbee_backup.errors import IntegrityError, UsageError
-from qilbee_backup.manifest import SourceInfo, check_kind, check_source_name, default_source_name
-from flows.parameters import (Count, EnvName, Grace, Kind, LockDays, LockMode, Mode, Name, PathText, RepoUrl, Retention,
-                              SourceName, SourceUrl, Sse, StorageClass, WaitSeconds, retention_rules)
+from qilbee_backup.manifest import (
+    SourceInfo,
+    check_kind,
+    check_source_name,
+    default_source_name,
+)
+from qilbee_backup.report import artifact_key
+from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from tasks import backup as steps
-from tasks.artifacts import artifact_key, publish_table
 from tasks.secrets import resolve_api_key
+from tasks.steps import get_logger, publish_table
 
 
 def check_lock_repositories(repos: list[str], lock_days: int | None) -> None:
@@ -35,11 +57,11 @@ def _lock_options(url: str, lock_days: int | None, lock_mode: str) -> dict:
         return {}
     if isinstance(parse_url(url), S3Location):
         return {"lock_days": lock_days, "lock_mode": lock_mode}
-    get_run_logger().warning("%s is not S3: its copy of the backup is not locked", url)
+    get_logger().warning("%s is not S3: its copy of the backup is not locked", url)
     return {}
 
 
-@flow(name="backup")
+@runbook
 def backup(
     source: SourceUrl = "http://127.0.0.1:7474",
     repos: Annotated[list[RepoUrl], Field(min_length=1, max_length=16)] = ["./qilbee-repo"],
@@ -88,7 +110,7 @@ def backup(
         keep_checkpoints: Server checkpoints to keep once the backup is committed: 0 deletes the one this run took;
             N keeps the newest N (other runs' younger than an hour are spared).
     """
-    logger = get_run_logger()
+    logger = get_logger()
     started = time.monotonic()
     s3_options = {k: v for k, v in {"storage_class": storage_class, "sse": sse}.items() if v}
     check_lock_repositories(repos, lock_days)

@@ -11,21 +11,39 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from prefect import flow, get_run_logger, pause_flow_run
-from prefect.input import RunInput
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from flows.instance_recovery import (Attempt, failed, publish_report, recover_instance, recovery_result, tear_down,
-                                     targets_report)
-from flows.parameters import BackupRef, DnsSwitch, Instance, Kind, PathText, RepoUrl, Seconds, SourceName, Targets
+from flows.instance_recovery import (
+    Attempt,
+    failed,
+    publish_report,
+    recover_instance,
+    recovery_result,
+    targets_report,
+    tear_down,
+)
+from flows.parameters import (
+    BackupRef,
+    DnsSwitch,
+    Instance,
+    Kind,
+    PathText,
+    RepoUrl,
+    Seconds,
+    SourceName,
+    Targets,
+)
+from flows.runbook import runbook
 from qilbee_backup import pipeline, recovery
+from qilbee_backup.errors import UsageError
 from qilbee_backup.report import figures_markdown, utc
 from tasks import recovery as steps
+from tasks.steps import get_logger, pause_for_input
 
 KEY = "disaster-recovery-report"
 
 
-class SwitchApproval(RunInput):
+class SwitchApproval(BaseModel):
     """Shown in the Prefect UI before the DNS switch: a decision, recorded in the report."""
 
     approve: bool = Field(False, description="Switch DNS to the new instance. Leave unticked to decline.")
@@ -49,13 +67,12 @@ def _approval_text(recovered, switch, old: list[str] | None) -> str:
 
 def _ask_approval(recovered, switch, old: list[str] | None, timeout_s: float) -> dict:
     asked = datetime.now(timezone.utc)
-    answer = pause_flow_run(wait_for_input=SwitchApproval.with_initial_data(
-        description=_approval_text(recovered, switch, old), approve=False), timeout=int(timeout_s))
+    answer = pause_for_input(_approval_text(recovered, switch, old), SwitchApproval, timeout_s)
     return {"approved": bool(answer.approve), "decided_by": answer.decided_by or "(not given)", "note": answer.note,
             "asked_at": asked.isoformat(), "decided_at": datetime.now(timezone.utc).isoformat()}
 
 
-@flow(name="disaster-recovery")
+@runbook
 def disaster_recovery(
     repo: RepoUrl,
     backup: BackupRef | None = None,
@@ -86,7 +103,7 @@ def disaster_recovery(
             the error and the report name it. Default: tear it down.
         targets: The recovery objectives the run is measured against (the guide: RTO 1 h, RPO 24 h).
     """
-    logger = get_run_logger()
+    logger = get_logger()
     attempt = Attempt()
     clock = attempt.clock
     approval = None
@@ -109,9 +126,11 @@ def disaster_recovery(
             change = clock.run("dns-switch", steps.dns_switch, dns)
         rto = clock.elapsed()
         clock.run("resume", steps.resume, recovered.instance)
-    except Exception as exc:
+    except BaseException as exc:  # a cancelled or terminated run (a paused one too) tears down as well
         kept = _after_failure(attempt, keep_failed_instance)
         result = failed(recovery_result(attempt, targets, None), attempt, exc) | {"approval": approval, "instance": kept}
+        if not isinstance(exc, UsageError):
+            exc.result = result  # the CLI prints the report (with the decision) before the error line
         publish_report(KEY, "Disaster recovery", result, f"DR from {repo}: FAILED at {result['failed_step']}", source_name)
         if kept and kept.get("running"):
             error = recovery.RecoveryError(f"{result['error']} (the new instance was kept: {kept['url']}, "
@@ -142,6 +161,6 @@ def _after_failure(attempt: Attempt, keep: bool) -> dict | None:
     described = {"url": inst.url, "data_dir": str(recovered.data_dir), "provider": inst.provider,
                  **({"pid": inst.pid} if inst.pid else {}), **({"container": inst.container} if inst.container else {})}
     if keep:
-        get_run_logger().warning("keeping the new instance at %s as asked (data in %s)", inst.url, recovered.data_dir)
+        get_logger().warning("keeping the new instance at %s as asked (data in %s)", inst.url, recovered.data_dir)
         return described | {"running": True}
     return described | {"running": not tear_down(attempt)}

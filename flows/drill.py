@@ -11,14 +11,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-
-from flows.instance_recovery import Attempt, failed, publish_report, recover_instance, recovery_result, tear_down, targets_report
+from flows.instance_recovery import (
+    Attempt,
+    failed,
+    publish_report,
+    recover_instance,
+    recovery_result,
+    targets_report,
+    tear_down,
+)
 from flows.parameters import BackupRef, Instance, Kind, RepoUrl, SourceName, Targets
+from flows.runbook import runbook
 from qilbee_backup import pipeline, recovery
+from tasks.steps import get_logger
 
 
-@flow(name="restore-drill")
+@runbook
 def drill(
     repo: RepoUrl,
     backup: BackupRef | None = None,
@@ -38,7 +46,7 @@ def drill(
         instance: Where the test instance runs: a process on this machine or a Docker container.
         targets: The recovery objectives the drill is measured against (the guide: RTO 1 h, RPO 24 h).
     """
-    logger = get_run_logger()
+    logger = get_logger()
     attempt = Attempt()
     workdir = Path(tempfile.mkdtemp(prefix="qilbee-drill-"))
     try:

@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger
-from prefect.events import emit_event
-
 from flows.parameters import Instance, Targets
 from qilbee_backup import recovery
 from qilbee_backup.errors import UsageError
-from qilbee_backup.report import duration, recovery_markdown
+from qilbee_backup.report import artifact_key, duration, recovery_markdown
 from tasks import recovery as steps
-from tasks.artifacts import artifact_key, publish_markdown
+from tasks.steps import emit_event, get_logger, publish_markdown
 
 
 class StepClock:
@@ -83,7 +80,7 @@ def recover_instance(attempt: Attempt, repository, backup: str | None, kind: str
                      instance: Instance, data_root: str, name: str | None = None) -> Recovered:
     """Choose, provision and restore (falling back past damage), start an instance, check its figures.
     attempt.recovered is set as soon as there is something to clean up."""
-    logger = get_run_logger()
+    logger = get_logger()
     clock = attempt.clock
     options = instance.provisioner_options()
     damaged: list[dict] = []
@@ -122,7 +119,7 @@ def tear_down(attempt: Attempt) -> bool:
         attempt.clock.run("teardown", steps.teardown, recovered.provisioner, recovered.instance)
         return True
     except Exception as exc:  # noqa: BLE001 - the instance's name is in the log and the report
-        get_run_logger().error("could not stop the instance at %s: %s", recovered.instance.url, exc)
+        get_logger().error("could not stop the instance at %s: %s", recovered.instance.url, exc)
         return False
 
 
@@ -149,7 +146,7 @@ def failed(result: dict, attempt: Attempt, exc: BaseException) -> dict:
     too (as a failed verify's does), so the CLI prints the report before the error line."""
     result = result | {"ok": False, "failed_step": attempt.clock.failed_step() or "(before the first step)",
                        "error": " ".join(str(exc).split()) or type(exc).__name__}
-    if not isinstance(exc, UsageError):
+    if not isinstance(exc, UsageError) and isinstance(exc, Exception):
         exc.result = result
     return result
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
-
+from flows.parameters import (
+    BackupRef,
+    Grace,
+    Kind,
+    RepoUrl,
+    Retention,
+    SourceName,
+    retention_rules,
+)
+from flows.runbook import runbook
 from qilbee_backup import pipeline
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import check_backup_ref
-from flows.parameters import BackupRef, Grace, Kind, RepoUrl, Retention, SourceName, retention_rules
 from tasks import backup as steps
-from tasks.artifacts import publish_rows, publish_table
+from tasks.steps import get_logger, publish_rows, publish_table
 
 
-@flow(name="list-backups")
+@runbook
 def list_backups(repo: RepoUrl, kind: Kind | None = None, source_name: SourceName | None = None) -> list[dict]:
     """Every backup in the repository, oldest first; a damaged manifest is listed as damaged.
 
@@ -37,7 +44,7 @@ def _damaged_report(damaged) -> dict:
             "unchecked": []}
 
 
-@flow(name="verify")
+@runbook
 def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = False) -> dict:
     """Check one backup (or every backup): blobs present with the right size; with read_data, re-hashed.
     A damaged manifest counts as a damaged backup. The run fails when anything is damaged.
@@ -47,7 +54,7 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
         backup: One backup (an id or latest); empty checks every backup.
         read_data: Download, decompress and re-hash every blob (slow, finds silent damage).
     """
-    logger = get_run_logger()
+    logger = get_logger()
     if backup is not None:
         check_backup_ref(backup)
     repository = pipeline.open_repository(repo)
@@ -64,7 +71,8 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
     }
     damaged = [r for r in reports if r["problems"]]
     unchecked = [r for r in reports if r["unchecked"] and not r["problems"]]
-    publish_table("verify-summary", result, f"verify {repo}")
+    verdict = "intact" if result["ok"] else f"{len(damaged)} damaged, {len(unchecked)} could not be checked"
+    publish_table("verify-summary", result, f"verify {repo}: {verdict}")
     for r in damaged:
         logger.error("damaged backup %s: %s", r["backup_id"], "; ".join(r["problems"]))
     for r in unchecked:
@@ -75,7 +83,7 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
             first = damaged[0]
             parts.append(f"{len(damaged)} of {len(reports)} backup(s) in {repo} damaged: "
                          + ", ".join(r["backup_id"] for r in damaged[:5]) + (" ..." if len(damaged) > 5 else "")
-                         + f"; {first['backup_id']}: {first['problems'][0]}")
+                         + f" (first: {first['problems'][0]})")
         if unchecked:
             parts.append(f"{len(unchecked)} backup(s) could not be checked (blobs unreadable, not found damaged): "
                          + ", ".join(r["backup_id"] for r in unchecked[:5]) + f"; {unchecked[0]['unchecked'][0]}")
@@ -83,7 +91,7 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
     return result
 
 
-@flow(name="prune")
+@runbook
 def prune(repo: RepoUrl, kind: Kind | None = None, retention: Retention | None = None, grace: Grace = "1h",
           dry_run: bool = False, source_name: SourceName | None = None) -> dict:
     """Apply the retention rules to each series (a source database and a kind) or the ones selected,

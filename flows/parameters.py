@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from qilbee_backup.destinations.url import parse_url
 from qilbee_backup.errors import QilbeeBackupError, UsageError
@@ -150,12 +150,12 @@ class Retention(BaseModel):
 
     keep_within: Duration | None = Field(
         None, description="Keep every backup younger than this, counted back from the newest: 7d, 4w, 12m, 1y.")
-    keep_last: Count | None = Field(None, description="Keep the newest N backups.")
-    keep_hourly: Count | None = Field(None, description="Keep the newest backup of each of the last N hours that have one.")
-    keep_daily: Count | None = Field(None, description="Keep the newest backup of each of the last N days that have one.")
-    keep_weekly: Count | None = Field(None, description="Keep the newest backup of each of the last N ISO weeks that have one.")
-    keep_monthly: Count | None = Field(None, description="Keep the newest backup of each of the last N months that have one.")
-    keep_yearly: Count | None = Field(None, description="Keep the newest backup of each of the last N years that have one.")
+    keep_last: Count = Field(0, description="Keep the newest N backups. 0: off.")
+    keep_hourly: Count = Field(0, description="Keep the newest backup of each of the last N hours that have one. 0: off.")
+    keep_daily: Count = Field(0, description="Keep the newest backup of each of the last N days that have one. 0: off.")
+    keep_weekly: Count = Field(0, description="Keep the newest backup of each of the last N ISO weeks that have one. 0: off.")
+    keep_monthly: Count = Field(0, description="Keep the newest backup of each of the last N months that have one. 0: off.")
+    keep_yearly: Count = Field(0, description="Keep the newest backup of each of the last N years that have one. 0: off.")
 
     def rules(self) -> dict[str, Any]:
         """The rules that are set, as the engine's retention takes them."""
@@ -179,19 +179,19 @@ class Instance(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: Provider = Field("process", description="process: a server command on this machine; docker: a container.")
+    provider: Provider = Field("process", title="Provider", description="process: a server command on this machine; docker: a container.")
     server_cmd: Text | None = Field(
         None, description="process: the server command, with {data_dir}, {port} and {host}; empty runs the bundled "
                           "emulator (give the real qilbeedb binary here).")
-    image: Text = Field("qilbeedb/qilbeedb:latest", description="docker: the server image.")
-    network: Network = Field("bridge", description="docker: bridge (a published port) or host networking.")
+    image: Text = Field("qilbeedb/qilbeedb:latest", title="Image", description="docker: the server image.")
+    network: Network = Field("bridge", title="Network", description="docker: bridge (a published port) or host networking.")
     container_command: Text | None = Field(
         None, description="docker: the container's arguments, with {port}, {host} and {data_dir}.")
     server_env: Annotated[list[EnvName], Field(max_length=64)] = Field(
         [], description="Names of environment variables the server gets from the worker (it gets no others: no "
                         "cloud or API secrets leak into it). Names only; the values never become parameters.")
-    port: Port | None = Field(None, description="The new instance's port; empty picks a free one.")
-    health_timeout: Seconds = Field(120.0, description="Seconds to wait for the new instance to answer /health.")
+    port: Port | None = Field(None, title="Port", description="The new instance's port; empty picks a free one.")
+    health_timeout: Seconds = Field(120.0, title="Health timeout (seconds)", description="Seconds to wait for the new instance to answer /health.")
 
     def provisioner_options(self) -> dict[str, Any]:
         if self.provider == "process":
@@ -205,55 +205,61 @@ class Targets(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rto_s: Seconds = Field(3600.0, description="Recovery time objective in seconds: trigger to DNS switched.")
-    rpo_s: Seconds = Field(86400.0, description="Recovery point objective in seconds: the restored backup's age.")
+    rto_s: Seconds = Field(3600.0, title="RTO target (seconds)", description="Recovery time objective in seconds: trigger to DNS switched.")
+    rpo_s: Seconds = Field(86400.0, title="RPO target (seconds)", description="Recovery point objective in seconds: the restored backup's age.")
 
 
-class _Switch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    record: Fqdn = Field(description="The DNS name to point at the new instance, e.g. qilbeedb.example.com.")
-    address: IpAddress = Field("127.0.0.1", description="The address the record gets: the new instance's host.")
-    ttl: Ttl = Field(60, description="The record's TTL in seconds.")
+_PROVIDER_OPTIONS = {"hosts": ("hosts_file",), "route53": ("zone_id", "zone_name"),
+                     "rfc2136": ("server", "port", "zone", "tsig_key_name", "tsig_algorithm", "tsig_secret_env")}
 
 
-class HostsSwitch(_Switch):
-    """Point a name at the new instance in a hosts-format file."""
+class DnsSwitch(BaseModel):
+    """Point a DNS name at the new instance: in a hosts file, an AWS Route 53 zone, or by an RFC 2136
+    dynamic update (BIND, Knot, PowerDNS...). One model with a provider choice (the UI form shows a
+    dropdown); the options of the other providers stay empty."""
 
-    provider: Literal["hosts"] = Field("hosts", description="Switch the record in a hosts-format file.")
-    hosts_file: PathText | None = Field(None, description="The hosts-format file (default /etc/hosts).")
+    model_config = ConfigDict(extra="forbid", title="DNS switch",
+                              json_schema_extra={"allOf": [{"if": {"properties": {"provider": {"const": "rfc2136"}}},
+                                                            "then": {"properties": {"server": {"type": "string"},
+                                                                                    "zone": {"type": "string"}},
+                                                                     "required": ["server", "zone"]}}]})
 
-    def options(self) -> dict[str, Any]:
-        return {"path": self.hosts_file}
-
-
-class Route53Switch(_Switch):
-    """Point a name at the new instance in an AWS Route 53 hosted zone."""
-
-    provider: Literal["route53"] = Field("route53", description="Switch the record in AWS Route 53.")
+    provider: Literal["hosts", "route53", "rfc2136"] = Field("hosts", title="Provider", description=(
+        "hosts: a hosts-format file; route53: AWS Route 53; rfc2136: a dynamic update to the zone's primary server."))
+    record: Fqdn = Field(title="Record", description="The DNS name to point at the new instance, e.g. qilbeedb.example.com.")
+    address: IpAddress = Field("127.0.0.1", title="Address", description="The address the record gets: the new instance's host.")
+    ttl: Ttl = Field(60, title="TTL (seconds)", description="The record's TTL in seconds.")
+    hosts_file: PathText | None = Field(None, title="Hosts file", description="hosts: the file (default /etc/hosts).")
     zone_id: _shaped(r"(?:/hostedzone/)?[A-Z0-9]{1,32}", "a hosted zone id", ["Z0123456789ABC"]) | None = Field(
-        None, description="The hosted zone's id (default: found from the record).")
-    zone_name: Fqdn | None = Field(None, description="The hosted zone's name, to find it by.")
-
-    def options(self) -> dict[str, Any]:
-        return {"zone_id": self.zone_id, "zone_name": self.zone_name}
-
-
-class Rfc2136Switch(_Switch):
-    """Point a name at the new instance by an RFC 2136 dynamic update (BIND, Knot, PowerDNS...)."""
-
-    provider: Literal["rfc2136"] = Field("rfc2136", description="Switch the record in an RFC 2136 dynamic update.")
-    server: Host = Field(description="The primary server's address.")
-    port: Port = Field(53, description="The primary server's port.")
-    zone: Fqdn = Field(description="The zone to update.")
+        None, title="Route 53 zone id", description="route53: the hosted zone's id (default: found from the record).")
+    zone_name: Fqdn | None = Field(None, title="Route 53 zone name", description="route53: the hosted zone's name, to find it by.")
+    server: Host | None = Field(None, title="DNS server", description="rfc2136: the primary server's address (required).")
+    port: Port = Field(53, title="DNS server port", description="rfc2136: the primary server's port.")
+    zone: Fqdn | None = Field(None, title="Zone", description="rfc2136: the zone to update (required).")
     tsig_key_name: _shaped(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", "a TSIG key name", ["qilbee-dr."]) | None = Field(
-        None, description="The TSIG key's name (the secret comes from the variable named below, never a parameter).")
-    tsig_algorithm: TsigAlgorithm = Field("hmac-sha256", description="The TSIG algorithm.")
-    tsig_secret_env: EnvName = Field("QILBEE_TSIG_SECRET", description="The environment variable holding the TSIG secret.")
+        None, title="TSIG key name",
+        description="rfc2136: the TSIG key's name (its secret comes from the variable below, never a parameter).")
+    tsig_algorithm: TsigAlgorithm = Field("hmac-sha256", title="TSIG algorithm", description="rfc2136: the TSIG algorithm.")
+    tsig_secret_env: EnvName = Field("QILBEE_TSIG_SECRET", title="TSIG secret variable",
+                                     description="rfc2136: the environment variable holding the TSIG secret.")
+
+    @model_validator(mode="after")
+    def _options_fit_the_provider(self) -> "DnsSwitch":
+        if self.provider == "rfc2136" and (self.server is None or self.zone is None):
+            raise ValueError("rfc2136 needs server and zone (--dns-server, --dns-zone)")
+        defaults = {name: field.default for name, field in type(self).model_fields.items()}
+        for provider, names in _PROVIDER_OPTIONS.items():
+            if provider != self.provider:
+                stray = [n for n in names if getattr(self, n) != defaults[n]]
+                if stray:
+                    raise ValueError(f"{', '.join(stray)} is not used with the {self.provider} provider")
+        return self
 
     def options(self) -> dict[str, Any]:
+        """The DNS provider's own options."""
+        if self.provider == "hosts":
+            return {"path": self.hosts_file}
+        if self.provider == "route53":
+            return {"zone_id": self.zone_id, "zone_name": self.zone_name}
         return {"server": self.server, "port": self.port, "zone": self.zone, "key_name": self.tsig_key_name,
                 "key_algorithm": self.tsig_algorithm}
-
-
-DnsSwitch = Annotated[Union[HostsSwitch, Route53Switch, Rfc2136Switch], Field(discriminator="provider")]

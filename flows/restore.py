@@ -18,9 +18,24 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
+from flows.parameters import (
+    BackupRef,
+    EnvName,
+    Kind,
+    Name,
+    PathText,
+    RepoUrl,
+    RetrievalDays,
+    RetrievalTier,
+    Seconds,
+    SourceName,
+    SourceUrl,
+    Text,
+    WaitSeconds,
+)
+from flows.runbook import runbook
 from qilbee_backup import archive as archives
 from qilbee_backup import pipeline, recovery
 from qilbee_backup.client import QilbeeClient
@@ -28,14 +43,13 @@ from qilbee_backup.cold_storage import check_retrieval_options
 from qilbee_backup.errors import UsageError
 from qilbee_backup.manifest import check_backup_ref
 from qilbee_backup.provision import ProvisionError, open_provisioner
+from qilbee_backup.report import artifact_key
 from tasks import archive as archive_steps
 from tasks import recovery as steps
-from flows.parameters import (BackupRef, EnvName, Kind, Name, PathText, RepoUrl, RetrievalDays, RetrievalTier, Seconds, SourceName,
-                              SourceUrl, Text, WaitSeconds)
-from tasks.artifacts import artifact_key, publish_table
+from tasks.steps import get_logger, publish_table
 
 
-@flow(name="restore")
+@runbook
 def restore(
     repo: RepoUrl,
     data_dir: PathText,
@@ -74,7 +88,7 @@ def restore(
         retrieval_days: Days the retrieved copy stays readable in S3.
         retrieval_poll: Seconds between two looks at a running retrieval.
     """
-    logger = get_run_logger()
+    logger = get_logger()
     # The input first: nothing is read, stopped or written for a request that cannot run.
     if not data_dir or not data_dir.strip():
         raise UsageError("data_dir is empty: name the directory to restore into")

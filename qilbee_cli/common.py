@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import re
 from typing import Any
 
 from qilbee_backup.errors import UsageError
@@ -77,38 +76,37 @@ def secret_to_env(given: dict[str, Any], flag: str, variable: str) -> None:
 
 # -- validate, then run ---------------------------------------------------------------------------------
 
-_ERROR_LINE = re.compile(r"^ - (?P<loc>[^:]+): (?P<msg>.*)$")
+
+def run_flow(runbook: Any, params: dict[str, Any], flags: dict[str, str] | None = None, *, read_only: bool = False) -> Any:
+    """Validate params against the runbook's own signature (its types, ranges and patterns: the same the
+    Prefect UI form and API enforce), then run it: as a Prefect flow run when a Prefect API is
+    configured (visible in the UI), else directly. A bad value is one UsageError line naming the flag,
+    and nothing runs. flags: parameter path ("dns.record") -> the flag that sets it. read_only
+    commands never create a flow run."""
+    validate(runbook, params, flags or {})
+    if MODE.prefect and not read_only:
+        import flows.deployed
+
+        return getattr(flows.deployed, runbook.__name__)(**params)
+    if not read_only:
+        logging.getLogger("qilbee_backup.run").info(
+            "running without Prefect (no API configured): this run is not recorded; set PREFECT_API_URL (or "
+            "pass --prefect) to record it in the Prefect UI")
+    return runbook(**params)
 
 
-def run_flow(flow: Any, params: dict[str, Any], flags: dict[str, str] | None = None) -> Any:
-    """Validate params against the flow's own signature (its types, ranges and patterns: the same the
-    Prefect UI form and API enforce), then run it. A bad value is one UsageError line naming the flag,
-    and no flow run exists. flags: parameter path ("dns.record") -> the flag that sets it."""
-    validate(flow, params, flags or {})
-    return flow(**params)
+def validate(runbook: Any, params: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
+    from pydantic import ValidationError
 
+    from flows.runbook import first_problem
+    from flows.runbook import validate as check
 
-def validate(flow: Any, params: dict[str, Any], flags: dict[str, str]) -> dict[str, Any]:
-    from prefect.exceptions import ParameterTypeError
-
-    quiet = logging.getLogger("prefect.flows")  # it would log the parameters, and a traceback, for a person's typo
-    level, quiet.level = quiet.level, logging.CRITICAL
     try:
-        return flow.validate_parameters(params)
-    except ParameterTypeError as exc:
-        raise UsageError(_first_problem(str(exc), flags)) from None
-    finally:
-        quiet.level = level
-
-
-def _first_problem(message: str, flags: dict[str, str]) -> str:
-    for line in message.splitlines():
-        match = _ERROR_LINE.match(line)
-        if match:
-            loc, msg = match["loc"], match["msg"].removeprefix("Value error, ")
-            msg = {"Field required": "is required here", "Extra inputs are not permitted": "is not used here"}.get(msg, msg)
-            return f"{flag_for(loc, flags)}: {msg}"
-    return " ".join(message.split())
+        return check(runbook, params)
+    except ValidationError as exc:
+        loc, msg = first_problem(exc)
+        msg = {"Field required": "is required here", "Extra inputs are not permitted": "is not used here"}.get(msg, msg)
+        raise UsageError(f"{flag_for(loc, flags)}: {msg}") from None
 
 
 def flag_for(loc: str, flags: dict[str, str]) -> str:
@@ -120,6 +118,41 @@ def flag_for(loc: str, flags: dict[str, str]) -> str:
         if key in flags:
             return flags[key]
     return "--" + parts[-1].replace("_", "-") if parts else loc
+
+
+# -- with or without Prefect -------------------------------------------------------------------------------
+
+
+class _Mode:
+    prefect = False
+
+
+MODE = _Mode()
+
+
+def add_prefect_choice(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--prefect", dest="prefect", action="store_true",
+                       help="run as a Prefect flow run (recorded, visible in the UI); the default when a Prefect API is configured")
+    group.add_argument("--no-prefect", dest="prefect", action="store_false",
+                       help="run the steps directly (nothing recorded, no Prefect start-up); the default without an API")
+
+
+def prefect_api_configured() -> bool:
+    """PREFECT_API_URL in the environment, or in the active Prefect profile (read without importing Prefect)."""
+    if os.environ.get("PREFECT_API_URL", "").strip():
+        return True
+    import tomllib
+    from pathlib import Path
+
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    try:
+        profiles = tomllib.loads((home / "profiles.toml").read_text())
+    except (OSError, ValueError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    settings = (profiles.get("profiles") or {}).get(active) or {}
+    return bool(str(settings.get("PREFECT_API_URL", "")).strip())
 
 
 # -- output -----------------------------------------------------------------------------------------------

@@ -8,8 +8,17 @@ import sys
 from typing import Sequence
 
 from qilbee_backup.errors import QilbeeBackupError
-from qilbee_cli.common import Parser, print_result
-from qilbee_cli.commands import archive, backup, listing, prune, recovery, restore, serve, verify
+from qilbee_cli.commands import (
+    archive,
+    backup,
+    listing,
+    prune,
+    recovery,
+    restore,
+    serve,
+    verify,
+)
+from qilbee_cli.common import MODE, Parser, add_prefect_choice, prefect_api_configured, print_result
 
 COMMANDS = [backup, archive, listing, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve]
 
@@ -22,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_emulator_arguments(sub.add_parser("emulator", help="run the QilbeeDB-compatible emulator"))
     for command in COMMANDS:
         # Only the flags given reach the flow: every default lives once, in the flow's signature.
-        command.add_arguments(sub.add_parser(command.NAME, help=command.HELP, argument_default=argparse.SUPPRESS))
+        p = sub.add_parser(command.NAME, help=command.HELP, argument_default=argparse.SUPPRESS)
+        command.add_arguments(p)
+        if command is not serve:
+            add_prefect_choice(p)
     return parser
 
 
@@ -34,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_emulator(args)
     given = {k: v for k, v in vars(args).items() if k != "command"}
     as_json = bool(given.pop("json", False))
+    MODE.prefect = given.pop("prefect", None)
+    if MODE.prefect is None:
+        MODE.prefect = prefect_api_configured()
     _log_to_stderr()
     command = next(c for c in COMMANDS if c.NAME == args.command)
     try:

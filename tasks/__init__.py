@@ -1,7 +1,3 @@
-"""Thin Prefect tasks: retries, timeouts, logging, artifacts. Importing any of them installs the
-run-log set-up (engine logs into the run, expected errors in one line), in the CLI, a worker and
-`serve` alike."""
-
-from tasks import run_logs
-
-run_logs.install()
+"""The steps of the runbooks: each a function with a name and its retries (tasks/steps.py), carried out
+as Prefect tasks in a flow run (tasks/prefect_runner.py) or as plain calls on the CLI's direct path.
+No Prefect import here: the direct path must not pay for it."""

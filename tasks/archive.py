@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
-
 from qilbee_backup import archive as archives
 from qilbee_backup.archiver import HashCache
 from qilbee_backup.cold_storage import ColdState, ensure_readable
@@ -14,15 +11,12 @@ from qilbee_backup.errors import DestinationError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.restorer import RestoreResult
 from qilbee_backup.snapshot import TakenSnapshot
-
-# Inputs hold open clients and large file lists: never hash them for caching. No timeouts: Prefect
-# cannot interrupt a sync task in a worker thread, so a timeout would only mislead.
-_TASK = dict(cache_policy=NONE)
+from tasks.steps import get_logger, step
 
 
-@task(name="build-archive", **_TASK)
+@step("build-archive")
 def build(taken: TakenSnapshot, spool: Path, kind: str, source: str, source_name: str) -> archives.BuiltArchive:
-    logger = get_run_logger()
+    logger = get_logger()
     with HashCache() as cache:
         built = archives.build_archive(
             taken.path, spool, kind=kind, stats=taken.stats, hash_cache=cache,
@@ -34,18 +28,18 @@ def build(taken: TakenSnapshot, spool: Path, kind: str, source: str, source_name
     return built
 
 
-@task(name="upload-archive", retries=2, retry_delay_seconds=[10, 60], **_TASK)
+@step("upload-archive", retries=2, retry_delay_seconds=[10, 60])
 def upload(repo, built: archives.BuiltArchive, storage_class: str | None) -> archives.ArchiveRecord:
     # A retry sends the file again (same key); the record is written only at the end.
     record = archives.upload_archive(repo, built, storage_class=storage_class)
-    get_run_logger().info("%s: archive %s uploaded (%d bytes, storage class %s), record written", repo.url,
+    get_logger().info("%s: archive %s uploaded (%d bytes, storage class %s), record written", repo.url,
                           record.archive_id, built.size, record.archive.storage_class or "default")
     return record
 
 
-@task(name="verify-archive", **_TASK)
+@step("verify-archive")
 def verify(repo, archive_id: str, read_data: bool = False) -> dict:
-    logger = get_run_logger()
+    logger = get_logger()
     report = archives.verify_archive(repo, archive_id, read_data=read_data)
     if report["ok"]:
         logger.info("%s: archive %s verified (%d bytes, %s%s)", repo.url, archive_id, report["archive_bytes"],
@@ -55,22 +49,22 @@ def verify(repo, archive_id: str, read_data: bool = False) -> dict:
     return report
 
 
-@task(name="prune-archives", **_TASK)
+@step("prune-archives")
 def prune(repo, kind: str | None, retention: dict | None, grace: str, dry_run: bool, source_name: str | None = None) -> dict:
     result = archives.prune_archives(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run,
                                      source_name=source_name)
-    get_run_logger().info("%s: kept %d, removed %d archives (%d still locked), %d leftover files%s", repo.url,
+    get_logger().info("%s: kept %d, removed %d archives (%d still locked), %d leftover files%s", repo.url,
                           len(result["kept"]), len(result["removed"]), len(result["locked"]),
                           len(result["leftovers_removed"]), " (dry run)" if dry_run else "")
     for damaged in result["damaged"]:
-        get_run_logger().warning("%s: damaged archive record left alone: %s", repo.url, damaged["reason"])
+        get_logger().warning("%s: damaged archive record left alone: %s", repo.url, damaged["reason"])
     return result
 
 
-@task(name="retrieve-archive", **_TASK)
+@step("retrieve-archive")
 def retrieve(repo, record: archives.ArchiveRecord, wait_s: float, poll_s: float, days: int, tier: str) -> ColdState:
     """Make the archive file readable: start its retrieval from a cold class and wait (see cold_storage)."""
-    logger = get_run_logger()
+    logger = get_logger()
 
     def still_running(state: ColdState, waited: float) -> None:
         logger.info("archive %s: retrieval from %s still in progress after %.0f s (waiting up to %.0f s)",
@@ -83,15 +77,15 @@ def retrieve(repo, record: archives.ArchiveRecord, wait_s: float, poll_s: float,
     return state
 
 
-def _transient(task, task_run, state) -> bool:
+def _transient(exc: BaseException) -> bool:
     """Retry only a store that failed (a connection dropped mid-stream): damage or a bad target stays failed."""
-    return isinstance(state.data, DestinationError)
+    return isinstance(exc, DestinationError)
 
 
 # One stream per archive, so a dropped connection means starting again; a failed attempt leaves the target untouched.
-@task(name="restore-archive", retries=2, retry_delay_seconds=[30, 120], retry_condition_fn=_transient, **_TASK)
+@step("restore-archive", retries=2, retry_delay_seconds=[30, 120], retry_if=_transient)
 def restore(repo, record: archives.ArchiveRecord, data_dir: Path, replace_existing: bool = False) -> RestoreResult:
     result = archives.restore_archive(repo, record, data_dir, replace_existing=replace_existing)
-    get_run_logger().info("restored archive %s: %d files (%d bytes, %d downloaded) in %.1f s", record.archive_id,
+    get_logger().info("restored archive %s: %d files (%d bytes, %d downloaded) in %.1f s", record.archive_id,
                           result.files, result.bytes, result.bytes_downloaded, result.duration_s)
     return result

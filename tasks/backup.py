@@ -4,48 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NONE
-
 from qilbee_backup import pipeline
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.snapshot import TakenSnapshot, release_checkpoint, take_snapshot
-
-# Task inputs hold open clients and large file lists: never hash them for caching. No timeouts:
-# Prefect cannot interrupt a sync task in a worker thread, so a timeout would only mislead.
-_TASK = dict(cache_policy=NONE)
+from tasks.steps import get_logger, step
 
 
-@task(name="snapshot", **_TASK)
+@step("snapshot")
 def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: str | None) -> TakenSnapshot:
-    logger = get_run_logger()
+    logger = get_logger()
     taken = take_snapshot(client, mode=mode, container=container, data_path=Path(data_path) if data_path else None)
     logger.info("%s snapshot %s: %s (%d bytes)", taken.mode, taken.snapshot_id, taken.path, taken.size_bytes)
     return taken
 
 
-@task(name="copy", **_TASK)
+@step("copy")
 def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
-    logger = get_run_logger()
+    logger = get_logger()
     result = pipeline.copy_snapshot(taken.path, repos, spool)
     logger.info("scanned %d files (%d bytes); staged %d new blobs (%d bytes compressed)",
                 len(result.entries), result.bytes_total, len(result.staged), result.bytes_staged)
     return result
 
 
-@task(name="upload", retries=2, retry_delay_seconds=[10, 60], **_TASK)
+@step("upload", retries=2, retry_delay_seconds=[10, 60])
 def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult:
     # A retry is safe: it puts the same content under the same keys again; the manifest comes only at the end.
-    logger = get_run_logger()
+    logger = get_logger()
     result = pipeline.upload_backup(repo, copied, manifest)
     logger.info("%s: sent %d blobs (%d bytes), manifest %s written", repo.url, result.blobs_sent, result.bytes_uploaded, manifest.backup_id)
     return result
 
 
-@task(name="verify", **_TASK)
+# Read-only, so a retry is safe: a store answering 503s or dropping connections is not damage.
+@step("verify", retries=2, retry_delay_seconds=[5, 20])
 def verify(repo, backup, read_data: bool = False) -> dict:
     """backup: an id, or the manifest already read (saves reading it again)."""
-    logger = get_run_logger()
+    logger = get_logger()
     report = pipeline.verify(repo, backup, read_data=read_data)
     backup_id = report["backup_id"]
     if report["ok"]:
@@ -56,9 +51,9 @@ def verify(repo, backup, read_data: bool = False) -> dict:
     return report
 
 
-@task(name="prune", **_TASK)
+@step("prune")
 def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool, source_name: str | None = None) -> dict:
-    logger = get_run_logger()
+    logger = get_logger()
     result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run, source_name=source_name)
     logger.info("%s: kept %d, removed %d, locked %d backups; swept %d blobs (%d still locked)%s", repo.url,
                 len(result["kept"]), len(result["removed"]), len(result["locked"]), result["blobs_removed"],
@@ -72,13 +67,13 @@ def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool, so
     return result
 
 
-@task(name="release-checkpoint", **_TASK)
+@step("release-checkpoint")
 def release_checkpoint_step(client: QilbeeClient, taken: TakenSnapshot, keep_newest: int) -> dict:
     """Once the backup is committed: delete the server's checkpoint (keeping the newest N if asked).
     What cannot be deleted is a warning, never a failed backup."""
     released = release_checkpoint(client, taken, keep_newest)
     if released.deleted:
-        get_run_logger().info("deleted server checkpoint(s) %s", ", ".join(released.deleted))
+        get_logger().info("deleted server checkpoint(s) %s", ", ".join(released.deleted))
     for warning in released.warnings:
-        get_run_logger().warning(warning)
+        get_logger().warning(warning)
     return released.as_dict()

@@ -23,7 +23,21 @@ class ExpectedErrorsInOneLine(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, QilbeeBackupError):
             record.exc_info, record.exc_text = None, None
+        if isinstance(record.args, tuple) and any(isinstance(a, QilbeeBackupError) for a in record.args):
+            # Prefect logs the exception with %r: the message, not a Python repr, is what a person reads.
+            record.args = tuple(_said(a) if isinstance(a, QilbeeBackupError) else a for a in record.args)
         return True
+
+
+class _Said(str):
+    """An error as its message, also where a log line formats it with %r."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _said(exc: QilbeeBackupError) -> _Said:
+    return _Said(f"{type(exc).__name__}: {exc}")
 
 
 class InsideARun(logging.Filter):

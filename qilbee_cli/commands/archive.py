@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qilbee_cli.common import SOURCE_FLAGS, add_snapshot_source, pick, run_flow, snapshot_source
+from qilbee_cli.common import (
+    SOURCE_FLAGS,
+    add_snapshot_source,
+    pick,
+    run_flow,
+    snapshot_source,
+)
 
 NAME = "archive"
 HELP = "monthly cold-storage archive: snapshot → tar + zstd → upload in a storage class → verify → prune"

@@ -23,4 +23,6 @@ def run(given: dict[str, Any]) -> Any:
     from flows.archive import list_archives
     from flows.maintenance import list_backups
 
-    return run_flow(list_archives if given.get("archives") else list_backups, pick(given, "repo", "kind", "source_name"))
+    # Reading only: never a flow run, whatever the mode (as quick as the listing itself).
+    return run_flow(list_archives if given.get("archives") else list_backups, pick(given, "repo", "kind", "source_name"),
+                    read_only=True)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qilbee_cli.common import add_json, add_repo, add_retention, add_source_name, pick, retention, run_flow
+from qilbee_cli.common import (
+    add_json,
+    add_repo,
+    add_retention,
+    add_source_name,
+    pick,
+    retention,
+    run_flow,
+)
 
 NAME = "prune"
 HELP = "apply retention to each series (or those selected), then sweep unreferenced blobs"

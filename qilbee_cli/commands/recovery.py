@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qilbee_cli.common import TSIG_ENV, add_json, add_repo, add_source_name, pick, run_flow, secret_to_env
+from qilbee_cli.common import (
+    MODE,
+    TSIG_ENV,
+    add_json,
+    add_repo,
+    add_source_name,
+    pick,
+    run_flow,
+    secret_to_env,
+)
 
 INSTANCE = {"provider": "--provider", "server_cmd": "--server-cmd", "image": "--image", "network": "--network",
             "container_command": "--container-command", "port": "--port", "health_timeout": "--health-timeout",
@@ -94,6 +103,8 @@ class DisasterRecovery:
     def run(given: dict[str, Any]) -> Any:
         from flows.disaster_recovery import disaster_recovery
 
+        if given.get("approve") and not MODE.prefect:
+            raise _usage("--approve waits for a person in the Prefect UI: it needs a Prefect API (set PREFECT_API_URL)")
         secret_to_env(given, "tsig_secret", TSIG_ENV)
         params = common(given) | pick(given, "data_root", "approve", "keep_failed_instance",
                                       approval_timeout_s="approval_timeout")

@@ -85,6 +85,7 @@ def test_api_key_from_environment_is_used_and_never_logged(emulator_factory, tmp
 
 
 def test_backup_publishes_a_table_artifact_with_its_figures(emulator, tmp_path):
+    from flows.deployed import backup  # as a flow run: artifacts belong to recorded runs
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 

@@ -199,6 +199,7 @@ def test_approval_pauses_before_the_dns_switch(backed_up, tmp_path, stop_instanc
     from prefect.client.schemas.objects import StateType
     from prefect.flow_runs import resume_flow_run
 
+    from flows import deployed  # a pause needs a flow run
     repo, _ = backed_up
     hosts = tmp_path / "hosts"
     hosts.write_text("10.9.9.9 db.qilbee.test\n")
@@ -206,7 +207,7 @@ def test_approval_pauses_before_the_dns_switch(backed_up, tmp_path, stop_instanc
 
     def run() -> None:
         try:
-            outcome["result"] = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"), approve=True, dns={
+            outcome["result"] = deployed.disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"), approve=True, dns={
                 "provider": "hosts", "record": "db.qilbee.test", "hosts_file": str(hosts)})
         except Exception as e:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = e

@@ -13,6 +13,17 @@ from qilbee_backup.pipeline import open_repository
 from qilbee_backup.repository import blob_key
 
 
+@pytest.fixture(params=["prefect", "direct"])
+def run_cli(request, run_cli):
+    """Each case both ways: as a Prefect flow run, and directly (the CLI without a Prefect API)."""
+    flag = "--prefect" if request.param == "prefect" else "--no-prefect"
+
+    def run(*args, **kw):
+        return run_cli(args[0], flag, *args[1:], **kw) if args and args[0] != "list" else run_cli(*args, **kw)
+
+    return run
+
+
 def ok(done) -> dict | list:
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout) if done.stdout.strip() else {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+
+from qilbee_backup.repository import Repository
 import sys
 import time
 from pathlib import Path
@@ -19,12 +21,13 @@ def prefect_server_with_scheduler(workdir: Path):
 
 def test_serve_runs_a_scheduled_deployment(cli_env, tmp_path):
     repo = tmp_path / "repo"
+    Repository.open(str(repo)).init()  # an (empty) repository: reading commands refuse a location without one
     name = f"list-every-few-seconds-{tmp_path.name[-8:]}"
     config = tmp_path / "prefect.yaml"
     config.write_text(f"""
 deployments:
   - name: {name}
-    entrypoint: flows/maintenance.py:list_backups
+    entrypoint: flows/deployed.py:list_backups
     schedules:
       - interval: 5
         timezone: UTC

@@ -161,8 +161,10 @@ def test_latest_by_kind_and_clear_not_found_errors(repo, snapshot, tmp_path):
 
 def test_write_manifest_is_the_commit_point_and_checks_the_blobs(repo, snapshot, tmp_path):
     m = backup(repo, snapshot, tmp_path)
+    repo.write_manifest(m)  # the same bytes again: a retry whose first answer was lost, committed once
+    assert repo.backup_ids() == [m.backup_id] and len(list(repo.dest.list("backups/"))) == 1
     with pytest.raises(BackupExists):
-        repo.write_manifest(m)
+        repo.write_manifest(m.model_copy(update={"kind": "other"}))  # another manifest under the same id
     missing = m.model_copy(update={"backup_id": "20300101T000000Z-000001"})
     repo.dest.remove(blob_key(m.files[0].sha256))
     with pytest.raises(IntegrityError, match="is missing"):
