@@ -392,9 +392,15 @@ class Repository:
                         f"has {have} bytes, expected {entry.stored_size}"
                     )
         data = manifest.to_json()
-        if self.manifest_refs(manifest.backup_id) or not self.dest.put_bytes(
-                manifest_key(manifest.backup_id, data), data, if_absent=True, retain_until=retain_until):
+        key = manifest_key(manifest.backup_id, data)
+        existing = [ref.key for ref in self.manifest_refs(manifest.backup_id).get(manifest.backup_id, [])]
+        if existing == [key]:
+            return  # these very bytes are committed already: a retry whose first answer was lost
+        if existing:
             raise BackupExists(f"backup {manifest.backup_id} already exists in {self.url}")
+        # False: an object under this very name appeared meanwhile; its name is its digest, so it is
+        # these bytes (our own write, answered late): committed either way.
+        self.dest.put_bytes(key, data, if_absent=True, retain_until=retain_until)
 
     def backup_locked_until(self, backup_id: str) -> datetime | None:
         """When the lock on a backup's manifest ends, if it is locked now (the latest of its objects)."""
