@@ -2,10 +2,10 @@
 
 Knobs (environment variables), small by default so `make test` stays quick on 2 cores:
     QILBEE_FAULT_SEED       the random seed (default 9); every run prints it, so a failure can be replayed
-    QILBEE_FAULT_ROUNDS     SIGKILLs per command: backup, restore, prune (default 2)
+    QILBEE_FAULT_ROUNDS     SIGKILLs per command: backup, restore, prune (default 1)
     QILBEE_FAULT_DAMAGE     blobs (of the S3 repository) and manifests (of the local one) given a flipped bit (default 2)
     QILBEE_FAULT_RATES      S3 fault rates through the proxy (default 0.1,0.3,0.5)
-    QILBEE_FAULT_BACKUPS    backups per fault rate (default 2)
+    QILBEE_FAULT_BACKUPS    backups through the faults per rate (default 1)
 
 The seed fixes every choice the suite makes (which command is killed when, which files and bits are
 flipped, which S3 requests fail); what depends on timing (where a kill lands, the order of parallel
@@ -28,10 +28,10 @@ from tests.plugins.emulator import EmulatorProcess, free_port
 from tests.plugins.prefect_server import prefect_server
 
 SEED = int(os.environ.get("QILBEE_FAULT_SEED", "9"))
-ROUNDS = int(os.environ.get("QILBEE_FAULT_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("QILBEE_FAULT_ROUNDS", "1"))
 DAMAGE = int(os.environ.get("QILBEE_FAULT_DAMAGE", "2"))
 RATES = [float(r) for r in os.environ.get("QILBEE_FAULT_RATES", "0.1,0.3,0.5").split(",") if r.strip()]
-BACKUPS = int(os.environ.get("QILBEE_FAULT_BACKUPS", "2"))
+BACKUPS = int(os.environ.get("QILBEE_FAULT_BACKUPS", "1"))
 SOURCE_NODES = 20000  # ~3.3 MB of RocksDB files: big enough for a kill to land inside a transfer
 
 TALLY = Tally()

@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QILBEE_BACKUP = str(Path(sys.executable).with_name("qilbee-backup"))
 TRACEBACK = "Traceback (most recent call last)"
 ERROR_PREFIX = "qilbee-backup: error:"
-_MANIFEST_KEY = re.compile(r"backups/(\d{8}T\d{6}Z-[0-9a-f]{6})\.json")
+_MANIFEST_KEY = re.compile(r"backups/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:\.[0-9a-f]{64})?\.json")  # v2: the name carries a digest
 _TAG = "QILBEE_FAULT_TAG"
 
 
@@ -232,6 +232,12 @@ class Source:
             for i in range(nodes):
                 client.post("/graphs/faults/nodes", json={"labels": ["Fault"], "properties": {"round": self.grown, "i": i}}).raise_for_status()
 
+    def backup(self, *repos: "RawRepo") -> tuple[str, ...]:
+        """The `backup` command into these repositories; the server keeps its checkpoints, which are
+        what every restore is compared with."""
+        return ("backup", "--source", self.url, *(a for r in repos for a in ("--repo", r.url)), "--kind", "daily",
+                "--keep-checkpoints", "1000", "--json")
+
     def snapshot(self, manifest: dict) -> Path:
         """The server's checkpoint a backup was taken from (it stays in the data directory)."""
         return self.data_dir / "snapshots" / manifest["source"]["snapshot_id"]
@@ -267,12 +273,16 @@ class RawRepo:
         else:
             self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
 
+    def manifest_keys(self) -> dict[str, str]:
+        """Backup id -> the key of its manifest."""
+        return {m.group(1): key for key in self.keys("backups/") if (m := _MANIFEST_KEY.fullmatch(key))}
+
     def backup_ids(self) -> list[str]:
-        return sorted(m.group(1) for key in self.keys("backups/") if (m := _MANIFEST_KEY.fullmatch(key)))
+        return sorted(self.manifest_keys())
 
     def manifest(self, backup_id: str) -> dict | None:
         try:
-            return json.loads(self.read(f"backups/{backup_id}.json"))
+            return json.loads(self.read(self.manifest_keys()[backup_id]))
         except ValueError:
             return None
 
@@ -299,10 +309,11 @@ def check_repository(cli: Cli, trial: Trial, repo: RawRepo, damaged: set[str] = 
     for backup_id in listed:
         got = verdicts.get(backup_id)
         if trial.check(got is not None, f"verify --read-data left out backup {backup_id}"):
-            trial.check(got["ok"] == (backup_id not in damaged),
-                        f"verify --read-data says backup {backup_id} is {'intact' if got['ok'] else 'damaged'}, "
-                        f"it is {'damaged' if backup_id in damaged else 'intact'}: {'; '.join(got.get('problems', []))[:300]}")
-    return {b for b, verdict in verdicts.items() if not verdict["ok"]}
+            said = "intact" if got["ok"] else "damaged" if got.get("problems") else "not checked"
+            trial.check(said == ("damaged" if backup_id in damaged else "intact"),
+                        f"verify --read-data says backup {backup_id} is {said}, it is "
+                        f"{'damaged' if backup_id in damaged else 'intact'}: {'; '.join(got.get('problems') or got.get('unchecked') or [])[:300]}")
+    return {b for b, verdict in verdicts.items() if verdict.get("problems")}
 
 
 def tree(root: Path) -> dict[str, str] | None:

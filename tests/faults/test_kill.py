@@ -17,7 +17,7 @@ from tests.faults.harness import check_repository, check_restore, leftovers, tre
 
 
 def test_sigkill_at_random_points(repos, source, cli, rng, trials, tmp_path):
-    backup = ("backup", "--source", source.url, *(a for r in repos for a in ("--repo", r.url)), "--kind", "daily", "--json")
+    backup = source.backup(*repos)
 
     def prune(repo) -> tuple[str, ...]:
         return ("prune", "--repo", repo.url, "--keep-last", "2", "--grace", "0", "--json")
@@ -30,13 +30,13 @@ def test_sigkill_at_random_points(repos, source, cli, rng, trials, tmp_path):
     for _ in range(2):
         source.grow()
         run = cli(*backup)
-        assert run.code == 0, run
+        assert run.code == 0, str(run)
     seconds["backup"] = run.seconds
     run = cli(*restore(repos[1], repos[1].backup_ids()[-1], tmp_path / "restored"))
-    assert run.code == 0, run
+    assert run.code == 0, str(run)
     seconds["restore"] = run.seconds
     run = cli(*prune(repos[1]))
-    assert run.code == 0, run
+    assert run.code == 0, str(run)
     seconds["prune"] = run.seconds
 
     plan = [command for command in seconds for _ in range(ROUNDS)]
