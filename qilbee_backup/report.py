@@ -402,6 +402,123 @@ def _list_report(rows: list, title: str | None) -> Report:
     return report
 
 
+# -- inspection: stats and diff ------------------------------------------------------------------------
+
+
+def _short_size(n: int | float | None) -> str:
+    """A size for a narrow table column: "70.5 KiB" (size() with the exact bytes is in the figures)."""
+    text = size(n)
+    return text.split(" (", 1)[0]
+
+
+def _times(value: float | None) -> str:
+    return NONE if value is None else f"{value:,.2f}×"
+
+
+def _signed(value: int | None, bytes_: bool = False) -> str:
+    if value is None:
+        return NONE
+    if bytes_:
+        return ("+" if value > 0 else "-" if value < 0 else "±") + size(abs(value))
+    return f"{value:+,}" if value else "0"
+
+
+def _mode(value: Any) -> str:
+    return f"{value:04o}" if isinstance(value, int) and not isinstance(value, bool) else NONE
+
+
+def _stats_report(result: dict, title: str | None) -> Report:
+    """A repository's stats: the selection's figures, per series, and the whole blobs/ listing."""
+    selection = {k: v for k, v in (result.get("selection") or {}).items() if v}
+    damaged = result.get("damaged") or []
+    n = result.get("backups") or 0
+    status = f"{number(n)} backup{'' if n == 1 else 's'}" + (
+        f" (and {len(damaged)} damaged manifest{'' if len(damaged) == 1 else 's'}, skipped)" if damaged else "")
+    report = Report(f"{title or 'Stats of'} {plain(result.get('url'))}", status)
+    if selection:
+        report.add("selected", " · ".join(f"{'source' if k == 'source_name' else k} {v}" for k, v in selection.items()))
+    report.add("backups", number(result.get("backups")))
+    report.add("damaged manifests", number(result.get("damaged_manifests")))
+    report.add("files", number(result.get("files")) + " (over every backup)")
+    report.add("logical size", size(result.get("logical_bytes")) + " (what a restore of each backup would write)")
+    report.add("unique content", size(result.get("unique_bytes")) + f" ({number(result.get('unique_blobs'))} distinct blobs)")
+    report.add("stored size", size(result.get("stored_bytes")) + " (those blobs compressed, as listed in blobs/)")
+    report.add("dedup ratio", _times(result.get("dedup_ratio")) + " (logical / unique)")
+    report.add("compression ratio", _times(result.get("compression_ratio")) + " (unique / stored)")
+    report.add("oldest backup", utc(result.get("oldest_at")))
+    report.add("newest backup", utc(result.get("newest_at")))
+    if result.get("missing_blobs"):
+        report.add("missing blobs", number(result["missing_blobs"]))
+        report.notes.append(f"{number(result['missing_blobs'])} blob(s) the backups name are not in blobs/: "
+                            "run `qilbee-backup verify` to see which backups they damage")
+    report.add("encryption", plain(result.get("encryption")))
+    version = result.get("repository_version")
+    report.add("format", f"{plain(result.get('format'))}, repository version {plain(version)}"
+               + (f", created {utc(result['repository_created_at'])}" if result.get("repository_created_at") else "")
+               + (f"; manifest format {joined(result.get('manifest_versions'))}" if result.get("manifest_versions") else ""))
+    whole = result.get("repository_blobs") or {}
+    report.add("all blobs", f"{number(whole.get('blobs'))} blobs, {size(whole.get('stored_bytes'))} stored (the whole repository)")
+    report.add("unreferenced blobs", f"{number(whole.get('unreferenced_blobs'))} blobs, {size(whole.get('unreferenced_bytes'))}"
+               + (" (no backup needs them: the next prune sweeps them once older than its grace)"
+                  if whole.get("unreferenced_blobs") else ""))
+    if whole.get("unreferenced_exact") is False:
+        report.notes.append("a damaged manifest may reference some of the unreferenced blobs: prune will not sweep "
+                            "while it is there; repair or remove it by hand")
+    report.tables.append(_records("Series", result.get("series"), [
+        ("source", "source", plain), ("kind", "kind", plain), ("backups", "backups", number), ("files", "files", number),
+        ("logical_bytes", "logical", _short_size), ("unique_bytes", "unique", _short_size),
+        ("stored_bytes", "stored", _short_size), ("dedup_ratio", "dedup", _times),
+        ("compression_ratio", "compression", _times), ("oldest_at", "oldest", utc), ("newest_at", "newest", utc)],
+        "no backups"))
+    if damaged:
+        report.tables.append(_records("Damaged manifests", damaged, [("backup_id", "backup", plain), ("reason", "why", plain)]))
+    return report
+
+
+def _diff_report(result: dict, title: str | None) -> Report:
+    """What changed from one backup to another: counts first, the figures side by side, one line a file."""
+    first, second = result.get("first") or {}, result.get("second") or {}
+    added, removed, changed = result.get("added") or [], result.get("removed") or [], result.get("changed") or []
+    unchanged = result.get("unchanged") or 0
+    status = (f"{len(added)} added, {len(removed)} removed, {len(changed)} changed, {number(unchanged)} unchanged"
+              if added or removed or changed else f"no changes ({number(unchanged)} files unchanged)")
+    report = Report(f"{title or 'Diff'} {plain(first.get('backup_id'))} → {plain(second.get('backup_id'))}", status)
+    report.add("repository", plain(result.get("url")))
+    for name, b in (("A", first), ("B", second)):
+        report.add(name, f"{plain(b.get('backup_id'))}, taken {utc(b.get('created_at'))} ({plain(b.get('source'))}, "
+                         f"{plain(b.get('kind'))})")
+    report.add("added", size(result.get("added_bytes")) + f" in {len(added)} file{'' if len(added) == 1 else 's'}")
+    report.add("removed", size(result.get("removed_bytes")) + f" in {len(removed)} file{'' if len(removed) == 1 else 's'}")
+    report.add("new content", size(result.get("new_content_bytes")) + f" in {number(result.get('new_blobs'))} blobs "
+               "(B's content that A did not hold)")
+
+    figs = result.get("figures") or {}
+
+    def row(name: str, fig: dict | None, bytes_: bool = False) -> list[str]:
+        fig = fig or {}
+        fmt = size if bytes_ else number
+        return [name, fmt(fig.get("first")), fmt(fig.get("second")), _signed(fig.get("delta"), bytes_)]
+
+    rows = [row("files", figs.get("files")), row("size", figs.get("bytes_total"), True),
+            row("nodes", figs.get("nodeCount")), row("relationships", figs.get("relationshipCount"))]
+    for graph, g in (figs.get("graphs") or {}).items():
+        rows += [row(f"graph {graph}: nodes", g.get("nodeCount")), row(f"graph {graph}: relationships", g.get("relationshipCount"))]
+    report.tables.append(Table("Figures", ["figure", "A", "B", "change"], rows))
+
+    def what(c: dict) -> str:
+        parts = [w for w in c.get("what") or [] if w != "mode"]
+        if "mode" in (c.get("what") or []):
+            parts.append(f"mode {_mode(c.get('mode_first'))} → {_mode(c.get('mode_second'))}")
+        return ", ".join(parts)
+
+    files = [["+", plain(e.get("path")), NONE, size(e.get("size")), "added"] for e in added]
+    files += [["-", plain(e.get("path")), size(e.get("size")), NONE, "removed"] for e in removed]
+    files += [["M", plain(c.get("path")), size(c.get("size_first")), size(c.get("size_second")), what(c)] for c in changed]
+    files.sort(key=lambda r: r[1])
+    report.tables.append(Table("Files", ["", "path", "size in A", "size in B", "change"], files, "no file changed"))
+    return report
+
+
 # -- disaster recovery and drills ---------------------------------------------------------------------
 
 
@@ -578,6 +695,10 @@ def build_report(result: Any, title: str | None = None) -> Report:
         return _list_report(result, title)
     if not isinstance(result, dict):
         return Report(title or "", plain(result))
+    if "dedup_ratio" in result and "repository_blobs" in result:
+        return _stats_report(result, title)
+    if "changed" in result and "unchanged" in result and "first" in result:
+        return _diff_report(result, title)
     if "steps" in result or "rto_s" in result or "failed_step" in result:
         default = "Disaster recovery" if "dns" in result or "approval" in result else "Restore drill"
         return recovery_report(title or default, result)

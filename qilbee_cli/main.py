@@ -11,16 +11,18 @@ from qilbee_backup.errors import QilbeeBackupError
 from qilbee_cli.commands import (
     archive,
     backup,
+    diff,
     listing,
     prune,
     recovery,
     restore,
     serve,
+    stats,
     verify,
 )
 from qilbee_cli.common import MODE, Parser, add_prefect_choice, prefect_api_configured, print_result
 
-COMMANDS = [backup, archive, listing, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve]
+COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
