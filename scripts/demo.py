@@ -80,15 +80,20 @@ def main() -> int:
         from flows.maintenance import list_backups, verify
         from qilbee_backup.report import recovery_markdown
 
-        say("backup: snapshot → copy → upload → verify   (qilbee-backup backup --source URL --repo DIR --kind daily)")
+        say("backup, run directly: snapshot → copy → upload → verify   (qilbee-backup backup --source URL --repo DIR --kind daily)")
         first = backup(source=url, repos=[repo], kind="daily")
         print(json.dumps({k: first[k] for k in ("backup_id", "mode", "files", "bytes_total", "bytes_uploaded", "duration_s")}))
 
         for i in range(500):
             httpx.post(f"{url}/graphs/social/nodes", json={"labels": ["Person"], "properties": {"name": f"new-{i}"}})
-        say("500 more nodes, then an incremental backup: only new RocksDB files are sent")
-        second = backup(source=url, repos=[repo], kind="daily")
+        say("500 more nodes, then an incremental backup, this time as a Prefect flow run: the same runbook, its "
+            "steps as tasks, recorded (here in a temporary Prefect server; with PREFECT_API_URL set, in yours and its UI)")
+        from flows import deployed
+
+        second = deployed.backup(source=url, repos=[repo], kind="daily")
         print(json.dumps({k: second[k] for k in ("backup_id", "files", "bytes_total", "bytes_uploaded", "duration_s")}))
+        print("  only the new RocksDB files were sent. The other steps of this demo run directly (no Prefect: what the "
+              "CLI does when no API is configured, e.g. on a laptop or when the Prefect server is the thing that is down)")
 
         say("list   (qilbee-backup list --repo DIR)")
         for row in list_backups(repo=repo):

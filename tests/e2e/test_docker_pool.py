@@ -30,7 +30,7 @@ IMAGE = "qilbee-backup/worker"
 BASE = "qilbee-backup/debian-python:bookworm"  # made by scripts/build_emulator_image.py
 TEST_LABEL = {"org.qilbee-backup.test": "1"}
 IMAGE_UID = 10001  # the Dockerfile's unprivileged user
-APP_FILES = ("pyproject.toml", "requirements.lock", "README.md", "prefect.yaml", "qilbee_backup", "flows", "tasks",
+APP_FILES = ("pyproject.toml", "requirements.lock", "README.md", "prefect.yaml", "qilbee_backup", "qilbee_cli", "flows", "tasks",
              "deployments")
 
 # The first test of a session that needs the local Debian base builds it (debootstrap: minutes), and

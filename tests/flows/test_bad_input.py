@@ -129,6 +129,18 @@ FAILURES = [  # valid input, but the thing is not there: exit 1, one line, nothi
 ]
 
 
+@pytest.fixture(autouse=True)
+def _loggers_as_they_were():
+    """main() tunes some loggers for a terminal; in this shared test process, put them back after."""
+    import logging
+
+    names = ("httpx", "EventsWorker", "qilbee_backup", "qilbee_backup.run")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def _argv(case: list[str], tmp: Path) -> list[str]:
     return [a.replace("{tmp}", str(tmp)) for a in case]
 
