@@ -37,7 +37,7 @@ from flows.parameters import (
 )
 from flows.runbook import runbook
 from qilbee_backup import archive as archives
-from qilbee_backup import pipeline, recovery
+from qilbee_backup import docker_engine, pipeline, recovery
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.cold_storage import check_retrieval_options
 from qilbee_backup.errors import UsageError
@@ -111,9 +111,7 @@ def restore(
         manifest = repository.load(backup, kind=kind, source_name=source_name)
     stopped = None
     if container:
-        import docker
-
-        stopped = docker.from_env().containers.get(container)
+        stopped = docker_engine.container(docker_engine.docker_client("restore --container"), container)
         logger.info("stopping container %s before restoring into its data directory", container)
         stopped.stop(timeout=30)
     try:

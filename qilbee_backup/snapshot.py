@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
+from . import docker_engine
 from .client import (
     QilbeeClient,
     Snapshot,
@@ -147,13 +148,8 @@ def take_offline_docker(
     stats_before: dict | None = None,
 ) -> TakenSnapshot:
     """Stop the container, copy its /data volume, start it again, wait for /health."""
-    import docker  # imported here: online backups need no Docker SDK connection
-
-    dc = docker_client or docker.from_env()
-    try:
-        container = dc.containers.get(container_name)
-    except docker.errors.NotFound:
-        raise UsageError(f"no Docker container named {container_name!r} on this Docker engine") from None
+    dc = docker_client or docker_engine.docker_client("offline mode")
+    container = docker_engine.container(dc, container_name)
     mounts = container.attrs.get("Mounts") or []
     data = next((m for m in mounts if m.get("Destination") == "/data"), None)
     if data is None:
@@ -263,9 +259,7 @@ def take_snapshot(
 
 def _container_mounts(container: str, docker_client=None) -> list[dict] | None:
     try:
-        import docker
-
-        dc = docker_client or docker.from_env()
+        dc = docker_client or docker_engine.docker_client("mapping the snapshot path through --container")
         return dc.containers.get(container).attrs.get("Mounts") or []
     except Exception as e:  # the mounts only help map paths; online mode may still work without them
         log.warning("could not read the mounts of container %s: %s", container, e)

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from qilbee_backup.docker_engine import docker_client
 from qilbee_backup.errors import UsageError
 from qilbee_backup.provision.base import (
     DEFAULT_HEALTH_TIMEOUT,
@@ -199,12 +200,7 @@ class DockerProvisioner(Provisioner):
 
     def _docker(self) -> Any:
         if self._client is None:
-            import docker
-
-            try:
-                self._client = docker.from_env()
-            except docker.errors.DockerException as exc:
-                raise ProvisionError(f"no Docker engine answers: {_one_line(exc)}") from None
+            self._client = docker_client("the docker provider")
             self._own_client = True
         return self._client
 

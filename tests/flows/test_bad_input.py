@@ -215,3 +215,30 @@ def test_the_installed_command_answers_the_same(case, cli_env, tmp_path):
     done = subprocess.run([sys.executable, "-m", "qilbee_cli", *_argv(case, tmp_path)], env=cli_env,
                           capture_output=True, text=True, timeout=120)
     assert _check(done.returncode, 2, done.stderr, done.stdout, tmp_path, case) == []
+
+
+def test_a_location_that_holds_no_repository_is_not_an_empty_one(tmp_path, cli_env, s3_bucket):
+    """A verify pointed at the wrong place fails: a missing path, an empty directory, a file, a wrong S3 prefix."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a repository")
+    for repo in (str(tmp_path / "missing"), str(tmp_path / "empty"), str(tmp_path / "file"), f"s3://{s3_bucket}/wrong"):
+        for command in ("list", "verify", "prune"):
+            done = subprocess.run([sys.executable, "-m", "qilbee_cli", command, "--repo", repo, "--no-prefect"],
+                                  env=cli_env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 1 and "is not a qilbee-backup repository" in done.stderr.splitlines()[-1], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"] and not any((tmp_path / "empty").iterdir())
+
+
+def test_no_docker_engine_is_one_line(tmp_path, cli_env, emulator):
+    repo = str(tmp_path / "repo")
+    made = subprocess.run([sys.executable, "-m", "qilbee_cli", "backup", "--no-prefect", "--repo", repo, "--source", emulator.url],
+                          env=cli_env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    env = dict(cli_env, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    for command in (["restore", "--repo", repo, "--data-dir", str(tmp_path / "target"), "--container", "qilbeedb"],
+                    ["backup", "--repo", repo, "--source", emulator.url, "--mode", "offline", "--container", "qilbeedb"]):
+        done = subprocess.run([sys.executable, "-m", "qilbee_cli", command[0], "--no-prefect", *command[1:]],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "needs the Docker engine: no socket at" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "target").exists()
