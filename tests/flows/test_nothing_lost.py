@@ -116,8 +116,8 @@ def test_no_prune_when_the_new_backup_fails_verification(run_cli, emulator, tmp_
     flip_byte(repo_dir / blob_key(biggest["sha256"]))
     done = run_cli("backup", "--source", emulator.url, "--repo", str(repo_dir), "--read-data", "--keep-last", "1")
     assert "failed verification" in one_error_line(done)
-    assert "not pruning" in done.stderr
     assert first["backup_id"] in open_repository(str(repo_dir)).backup_ids(), "pruned beside a failed verify"
+    assert "not pruning" in done.stderr
 
 
 # -- 4, 6. a damaged or edited manifest never blocks the others --------------------------------------
