@@ -46,12 +46,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
+def _given(given: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    """A model's fields from the flags that set them (field -> "--flag"), those given only."""
+    dests = {field: flag[2:].replace("-", "_") for field, flag in fields.items()}
+    return {field: given[dest] for field, dest in dests.items() if dest in given}
+
+
 def common(given: dict[str, Any]) -> dict[str, Any]:
     params = pick(given, "repo", "backup", "kind", "source_name")
-    instance = {k: given[flag[2:].replace("-", "_")] for k, flag in INSTANCE.items() if flag[2:].replace("-", "_") in given}
+    instance = _given(given, INSTANCE)
     if instance:
         params["instance"] = instance
-    targets = {k: given[flag[2:].replace("-", "_")] for k, flag in TARGETS.items() if flag[2:].replace("-", "_") in given}
+    targets = _given(given, TARGETS)
     if targets:
         params["targets"] = targets
     return params
@@ -108,7 +114,7 @@ class DisasterRecovery:
         secret_to_env(given, "tsig_secret", TSIG_ENV)
         params = common(given) | pick(given, "data_root", "approve", "keep_failed_instance",
                                       approval_timeout_s="approval_timeout")
-        switch = {k: given[flag[2:].replace("-", "_")] for k, flag in DNS.items() if flag[2:].replace("-", "_") in given}
+        switch = _given(given, DNS)
         if "dns" in given:
             params["dns"] = {"provider": given["dns"], **switch}
         elif switch:
