@@ -44,7 +44,6 @@ import fcntl
 import logging
 import os
 import stat
-import struct
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait as wait_futures
@@ -53,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from .fsutil import DIR_FLAGS, fsync_directory, remove_tree
+from .fsutil import DIR_FLAGS, fsync_directory, lock_holder, remove_tree
 from .archiver import read_blob
 from .errors import IntegrityError, LockedError, QilbeeBackupError, UsageError
 from .manifest import BACKUP_ID_RE, SHA256_RE, FileEntry, Manifest, check_relative_path
@@ -73,7 +72,6 @@ _PREVIOUS_INFIX = ".qilbee-previous-"
 _DISCARD_INFIX = ".qilbee-discard-"
 _LOCK_SUFFIX = ".qilbee-restore.lock"
 ROCKSDB_LOCK = "LOCK"  # the file in each RocksDB directory its server holds a POSIX lock on
-_FLOCK = struct.Struct("hhqqi")  # struct flock on Linux (64-bit off_t): type, whence, start, len, pid
 
 Progress = Callable[[int, int], None]
 
@@ -748,7 +746,7 @@ def _rocksdb_lock_holders(target: Path) -> list[tuple[Path, int]]:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(os.path.join(relative, entry.name))
                         elif entry.name == ROCKSDB_LOCK and entry.is_file(follow_symlinks=False):
-                            pid = _lock_holder(fd)
+                            pid = lock_holder(ROCKSDB_LOCK, dir_fd=fd)
                             if pid is not None:
                                 held.append((Path(os.path.normpath(target / relative)), pid))
             finally:
@@ -756,40 +754,6 @@ def _rocksdb_lock_holders(target: Path) -> list[tuple[Path, int]]:
     finally:
         os.close(root_fd)
     return held
-
-
-def _lock_holder(dir_fd: int) -> int | None:
-    """The PID holding a POSIX lock on the directory's LOCK file (0: not visible here), else None.
-
-    The lock is asked about (F_GETLK), never taken. F_GETLK does not report a lock of this process,
-    and closing any descriptor of the file would drop such a lock, so /proc/locks is read first and
-    a file this process locks is not opened at all."""
-    inode = os.stat(ROCKSDB_LOCK, dir_fd=dir_fd, follow_symlinks=False).st_ino
-    if inode in _inodes_locked_by_this_process():
-        return os.getpid()
-    fd = os.open(ROCKSDB_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-    finally:
-        os.close(fd)
-    lock_type, _whence, _start, _length, pid = _FLOCK.unpack(answer)
-    return None if lock_type == fcntl.F_UNLCK else max(pid, 0)
-
-
-def _inodes_locked_by_this_process() -> set[int]:
-    """Inodes this process holds POSIX locks on, from /proc/locks (none known without it)."""
-    me = str(os.getpid())
-    inodes = set()
-    try:
-        with open("/proc/locks") as locks:
-            for line in locks:
-                # "12: POSIX  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"; a waiter has "->" after the number
-                fields = line.split()
-                if len(fields) >= 6 and fields[1] == "POSIX" and fields[4] == me:
-                    inodes.add(int(fields[5].rsplit(":", 1)[1]))
-    except (OSError, ValueError):
-        return set()
-    return inodes
 
 
 def _check_free_space(target: Path, checked: RestorePlan) -> None:

@@ -55,6 +55,8 @@ from typing import Any
 
 from rocksdict import AccessType, Checkpoint, Options, Rdict, WriteBatch
 
+from ..fsutil import lock_holder
+
 COLUMN_FAMILIES = (
     "nodes",
     "relationships",
@@ -625,7 +627,7 @@ def _check_data_dir(path: Path) -> bool:
             f"{path} is not a QilbeeDB data directory: it holds {len(entries)} entries but no RocksDB "
             "database (no CURRENT file); give a new or empty directory"
         )
-    holder = _lock_holder(path)
+    holder = lock_holder(path / "LOCK")
     if holder is not None:
         who = f"process {holder}" if holder else "another process"
         raise StoreError(f"{path} is in use: {who} holds its RocksDB LOCK")
@@ -647,27 +649,6 @@ def _check_data_dir(path: Path) -> bool:
         if db.get_column_family("meta").get(GRAPHS_KEY) is None and not _is_empty(db):
             raise StoreError(f"{path} is not a QilbeeDB data directory: it holds records but no 'graphs' key in meta")
     return True
-
-
-def _lock_holder(data_dir: Path) -> int | None:
-    """The PID holding a lock on ``data_dir``'s RocksDB LOCK (0: a process not visible here), else None.
-
-    Read from /proc/locks (unknown without it: None), so LOCK is never opened: closing a
-    descriptor of it would drop a POSIX lock this very process holds.
-    """
-    try:
-        st = os.stat(data_dir / "LOCK")
-        with open("/proc/locks") as locks:
-            table = locks.read()
-    except OSError:
-        return None
-    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    for line in table.splitlines():
-        # "7: POSIX  ADVISORY  WRITE 9681 fe:00:2245320 0 EOF"; a waiter has "->" after the number
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] != "->" and fields[5] == wanted:
-            return max(int(fields[4]), 0)
-    return None
 
 
 def _is_empty(db: Rdict) -> bool:
