@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -24,14 +23,13 @@ import httpx
 import pytest
 
 from qilbee_backup.emulator.auth import API_KEY_ENV as EMULATOR_API_KEY_ENV
-from qilbee_backup.emulator.seed import seed_store
-from qilbee_backup.emulator.store import GraphStore, open_readonly_counts
+from qilbee_backup.emulator.store import open_readonly_counts
+from tests.plugins.emulator import SEEDED_NODES
 from qilbee_backup.provision import DockerProvisioner, Instance, ProcessProvisioner, Provisioner
 from qilbee_backup.provision.process import PACKAGE_ROOT
 
 pytestmark = pytest.mark.integration
 
-SEED_NODES = 200
 HEALTHY_WITHIN = 60.0
 TEST_LABELS = {"org.qilbee-backup.test": "1"}
 EMULATOR_ARGS = ["--data-dir", "{data_dir}", "--host", "{host}", "--port", "{port}"]
@@ -132,31 +130,13 @@ def unexpected_names(env: dict[str, str], allowed: set[str]) -> list[str]:
 # ---------------------------------------------------------------- a restored database
 
 
-@pytest.fixture(scope="module")
-def seeded_template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("seeded-env") / "data"
-    store = GraphStore(path)
-    try:
-        seed_store(store, SEED_NODES)
-    finally:
-        store.close()
-    return path
-
-
-@pytest.fixture
-def restored_dir(seeded_template, tmp_path) -> Path:
-    target = tmp_path / "restored"
-    shutil.copytree(seeded_template, target)
-    return target
-
-
 def assert_serves(instance: Instance, data_dir: Path, headers: dict[str, str] | None = None) -> None:
     """Healthy, the restored figures, and a write that lands in the data directory."""
     expected = open_readonly_counts(data_dir)
     assert httpx.get(f"{instance.url}/health", timeout=5).json()["status"] == "healthy"
     stats = httpx.get(f"{instance.url}/admin/stats", headers=headers, timeout=5)
     assert stats.status_code == 200, stats.text
-    assert stats.json()["storage"]["nodeCount"] == expected["nodeCount"] == SEED_NODES
+    assert stats.json()["storage"]["nodeCount"] == expected["nodeCount"] == SEEDED_NODES
     assert stats.json()["graphs"] == expected["graphs"]
     created = httpx.post(f"{instance.url}/graphs/social/nodes", timeout=5,
                          json={"labels": ["Person"], "properties": {"name": "after-restore"}})

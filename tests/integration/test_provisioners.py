@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qilbee_backup.emulator.seed import seed_store
-from qilbee_backup.emulator.store import GraphStore, open_readonly_counts
+from qilbee_backup.emulator.store import open_readonly_counts
+from tests.plugins.emulator import SEEDED_NODES
 from qilbee_backup.provision import (
     DockerProvisioner,
     Instance,
@@ -38,7 +37,6 @@ from tests.plugins.emulator import free_port
 
 pytestmark = pytest.mark.integration
 
-SEED_NODES = 500
 TEST_LABELS = {"org.qilbee-backup.test": "1"}
 # Our emulator image's arguments with host networking: the server binds the chosen port itself.
 EMULATOR_ARGS = ["--data-dir", "{data_dir}", "--host", "{host}", "--port", "{port}"]
@@ -163,25 +161,6 @@ def unique_name() -> str:
 # ---------------------------------------------------------------- a restored database
 
 
-@pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("seeded") / "data"
-    store = GraphStore(path)
-    try:
-        seed_store(store, SEED_NODES)
-    finally:
-        store.close()
-    return path
-
-
-@pytest.fixture
-def restored_dir(seeded_template, tmp_path) -> Path:
-    """A fresh copy of the seeded database, as a restore leaves it before the server starts."""
-    target = tmp_path / "restored"
-    shutil.copytree(seeded_template, target)
-    return target
-
-
 def assert_one_line(message: str) -> None:
     assert message and "\n" not in message and "\r" not in message
 
@@ -197,7 +176,7 @@ def assert_stopped(provider: Provider, provisioner: Provisioner, instance: Insta
 
 def test_start_serves_the_restored_database_then_stop(provider, restored_dir):
     expected = open_readonly_counts(restored_dir)
-    assert expected["nodeCount"] == SEED_NODES
+    assert expected["nodeCount"] == SEEDED_NODES
     provisioner = provider.make()
     instance = start(provider, provisioner, restored_dir)
 
@@ -319,7 +298,7 @@ def test_a_process_outlives_the_python_that_started_it(tmp_path, restored_dir):
         instance = Instance.from_dict(json.loads(done.stdout))
 
         assert instance.pid is not None and os.getsid(instance.pid) == instance.pid  # its own session
-        assert httpx.get(f"{instance.url}/admin/stats").json()["storage"]["nodeCount"] == SEED_NODES
+        assert httpx.get(f"{instance.url}/admin/stats").json()["storage"]["nodeCount"] == SEEDED_NODES
         assert instance.log_path == restored_dir.parent / "restored.log"
         assert "listening on" in instance.log_path.read_text()
 
@@ -370,7 +349,7 @@ def test_docker_bridge_publishes_on_loopback_only(docker_client, emulator_image,
         assert container.attrs["HostConfig"]["Init"] is True
         assert container.labels["org.qilbee-backup.instance"] == "1"
         assert container.labels["org.qilbee-backup.test"] == "1"
-        assert httpx.get(f"{instance.url}/admin/stats").json()["storage"]["nodeCount"] == SEED_NODES
+        assert httpx.get(f"{instance.url}/admin/stats").json()["storage"]["nodeCount"] == SEEDED_NODES
         provisioner.stop(instance)
         assert not provisioner.is_running(instance)
         assert docker_client.containers.list(all=True, filters={"name": f"^/{name}$"}) == []

@@ -158,3 +158,31 @@ def emulator_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emula
 @pytest.fixture
 def emulator(emulator_factory: EmulatorFactory) -> EmulatorProcess:
     return emulator_factory(seed_nodes=200)
+
+
+SEEDED_NODES = 500  # what `seeded_template` holds; tests compare a started server's figures with it
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database seeded once per session (seed_store, SEEDED_NODES nodes), never started on."""
+    from qilbee_backup.emulator.seed import seed_store
+    from qilbee_backup.emulator.store import GraphStore
+
+    path = tmp_path_factory.mktemp("seeded") / "data"
+    store = GraphStore(path)
+    try:
+        seed_store(store, SEEDED_NODES)
+    finally:
+        store.close()
+    return path
+
+
+@pytest.fixture
+def restored_dir(seeded_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the seeded database, as a restore leaves it before the server starts."""
+    import shutil
+
+    target = tmp_path / "restored"
+    shutil.copytree(seeded_template, target)
+    return target
