@@ -27,8 +27,10 @@ from flows.parameters import (
     retention_rules,
 )
 from flows.runbook import runbook
-from qilbee_backup import archive as archives
-from qilbee_backup import pipeline
+from qilbee_backup import cold_archive as archives
+from qilbee_backup.repository import open_repository
+from qilbee_backup import backup as backups
+from qilbee_backup import maintenance
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.errors import IntegrityError
 from qilbee_backup.manifest import check_kind, check_source_name, default_source_name
@@ -93,15 +95,15 @@ def archive(
     rules = retention_rules(retention)
     name = check_source_name(source_name) if source_name is not None else default_source_name(source)
     check_kind(kind)
-    pipeline.parse_grace(grace)
-    repositories = [pipeline.open_repository(url, must_exist=False, **({"sse": sse} if sse else {})) for url in repos]
+    maintenance.parse_grace(grace)
+    repositories = [open_repository(url, must_exist=False, **({"sse": sse} if sse else {})) for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     # Nothing is written before the input is valid and the source answers; then the repositories exist.
-    pipeline.prepare(repositories, client)
+    backups.prepare(repositories, client)
     clean_stale_spools(spool_dir)  # of runs that were killed: nobody else removes them
     spool = new_spool(spool_dir)
     try:
-        with pipeline.locked(repositories, source, wait=lock_wait):
+        with backups.locked(repositories, source, wait=lock_wait):
             taken = backup_steps.snapshot(client, mode, container, data_path)
             try:
                 built = steps.build(taken, spool, kind, source, name)
@@ -159,7 +161,7 @@ def list_archives(repo: RepoUrl, kind: Kind | None = None, source_name: SourceNa
         kind: Only archives of this series.
         source_name: Only the archives of this source database.
     """
-    records, damaged = archives.archive_catalog(pipeline.open_repository(repo), kind=kind, source_name=source_name)
+    records, damaged = archives.archive_catalog(open_repository(repo), kind=kind, source_name=source_name)
     rows = [r.summary() for r in records] + [{"archive_id": d.backup_id, "damaged": d.reason} for d in damaged]
     publish_rows("archive-list", rows, f"archives in {repo}")
     return rows

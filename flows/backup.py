@@ -28,7 +28,9 @@ from flows.parameters import (
     retention_rules,
 )
 from flows.runbook import runbook
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
+from qilbee_backup import backup as backups
+from qilbee_backup import maintenance
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.destinations.url import S3Location, parse_url
 from qilbee_backup.errors import IntegrityError, UsageError
@@ -117,20 +119,20 @@ def backup(
     rules = retention_rules(retention)
     name = check_source_name(source_name) if source_name is not None else default_source_name(source)
     check_kind(kind)
-    pipeline.parse_grace(grace)
-    repositories = [pipeline.open_repository(url, must_exist=False, **s3_options, **_lock_options(url, lock_days, lock_mode))
+    maintenance.parse_grace(grace)
+    repositories = [open_repository(url, must_exist=False, **s3_options, **_lock_options(url, lock_days, lock_mode))
                     for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     # Nothing is written before the input is valid and the source answers; then the repositories exist.
-    pipeline.prepare(repositories, client)
+    backups.prepare(repositories, client)
     clean_stale_spools()  # of runs that were killed: nobody else removes them
     spool = new_spool()
     try:
-        with pipeline.locked(repositories, source, wait=lock_wait):
+        with backups.locked(repositories, source, wait=lock_wait):
             taken = steps.snapshot(client, mode, container, data_path)
             try:
                 copied = steps.copy(taken, repositories, spool)
-                manifest = pipeline.make_manifest(
+                manifest = backups.make_manifest(
                     copied, kind=kind, stats=taken.stats,
                     source=SourceInfo(url=source, server_version=taken.server_version, mode=taken.mode,
                                       snapshot_id=taken.snapshot_id, container=taken.container, name=name),

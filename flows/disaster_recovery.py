@@ -34,7 +34,8 @@ from flows.parameters import (
     Targets,
 )
 from flows.runbook import runbook
-from qilbee_backup import pipeline, recovery
+from qilbee_backup import recovery
+from qilbee_backup.repository import open_repository
 from qilbee_backup.errors import UsageError
 from qilbee_backup.report import figures_markdown, utc
 from tasks import recovery as steps
@@ -109,7 +110,7 @@ def disaster_recovery(
     approval = None
     change = None
     try:
-        repository = pipeline.open_repository(repo)
+        repository = open_repository(repo)
         old = clock.run("check-dns", steps.check_dns, dns) if dns else None  # before anything is provisioned
         recovered = recover_instance(attempt, repository, backup, kind, source_name, instance, data_root)
         manifest = recovered.choice.manifest

@@ -22,7 +22,8 @@ from flows.instance_recovery import (
 )
 from flows.parameters import BackupRef, Instance, Kind, RepoUrl, SourceName, Targets
 from flows.runbook import runbook
-from qilbee_backup import pipeline, recovery
+from qilbee_backup import recovery
+from qilbee_backup.repository import open_repository
 from tasks.steps import get_logger
 
 
@@ -51,7 +52,7 @@ def drill(
     workdir = Path(tempfile.mkdtemp(prefix="qilbee-drill-"))
     try:
         try:
-            repository = pipeline.open_repository(repo)
+            repository = open_repository(repo)
             recovered = recover_instance(attempt, repository, backup, kind, source_name, instance, str(workdir))
             rto = attempt.clock.elapsed()
             if not recovered.integrity.ok:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from flows.parameters import BackupRef, Kind, RepoUrl, SourceName
 from flows.runbook import runbook
-from qilbee_backup import inspection, pipeline
+from qilbee_backup import inspection
+from qilbee_backup.repository import open_repository
 from tasks.steps import publish_table
 
 
@@ -20,7 +21,7 @@ def stats(repo: RepoUrl, kind: Kind | None = None, source_name: SourceName | Non
         kind: Only this series (daily, weekly, monthly, adhoc).
         source_name: Only the backups of this source database (its name, as `list` shows it).
     """
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     try:
         result = inspection.repository_stats(repository, kind=kind, source_name=source_name)
     finally:
@@ -40,7 +41,7 @@ def diff(repo: RepoUrl, first: BackupRef, second: BackupRef) -> dict:
         first: The backup to compare from: an id or latest.
         second: The backup to compare with: an id or latest.
     """
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     try:
         result = inspection.diff_backups(repository, first, second)
     finally:

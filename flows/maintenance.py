@@ -12,7 +12,7 @@ from flows.parameters import (
     retention_rules,
 )
 from flows.runbook import runbook
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import check_backup_ref
 from tasks import backup as steps
@@ -28,7 +28,7 @@ def list_backups(repo: RepoUrl, kind: Kind | None = None, source_name: SourceNam
         kind: Only this series (daily, weekly, monthly, adhoc).
         source_name: Only the backups of this source database (its name, as `list` shows it).
     """
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     catalog = repository.catalog(kind=kind, source_name=source_name)
     rows = [
         {"backup_id": m.backup_id, "created_at": m.created_at.isoformat(), "source": m.source.series_name,
@@ -57,7 +57,7 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
     logger = get_logger()
     if backup is not None:
         check_backup_ref(backup)
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     if backup:
         manifests, damaged = [repository.load(backup)], []
     else:
@@ -105,7 +105,7 @@ def prune(repo: RepoUrl, kind: Kind | None = None, retention: Retention | None =
         dry_run: Say what would be kept and removed, and why; change nothing.
         source_name: Only the series of this source database; empty applies the rules to every source.
     """
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     result = steps.prune(repository, kind, retention_rules(retention), grace, dry_run, source_name)
     publish_rows("prune-decisions",
                  [{"backup_id": k["backup_id"], "source": k["source"], "kind": k["kind"], "decision": "keep",

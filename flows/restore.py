@@ -36,10 +36,11 @@ from flows.parameters import (
     WaitSeconds,
 )
 from flows.runbook import runbook
-from qilbee_backup import archive as archives
-from qilbee_backup import docker_engine, pipeline, recovery
+from qilbee_backup import cold_archive as archives
+from qilbee_backup import docker_engine, recovery
+from qilbee_backup.repository import open_repository
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.cold_storage import check_retrieval_options
+from qilbee_backup.retrieval import check_retrieval_options
 from qilbee_backup.errors import UsageError
 from qilbee_backup.manifest import check_backup_ref
 from qilbee_backup.provision import ProvisionError, open_provisioner
@@ -99,7 +100,7 @@ def restore(
         check_retrieval_options(wait_s=retrieval_wait, poll_s=retrieval_poll, days=retrieval_days, tier=retrieval_tier)
     else:
         check_backup_ref(backup)
-    repository = pipeline.open_repository(repo)
+    repository = open_repository(repo)
     target = Path(data_dir).resolve()
     record = None
     if archive is not None:

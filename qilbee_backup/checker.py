@@ -6,7 +6,7 @@ the content against the manifest's SHA-256 and size. Each content is read once, 
 files or backups share it. Reports name the backup and every damaged file.
 
 A blob the store fails to hand over (a 503, a dropped connection) is read again, as a restore
-would (archiver.read_blob); one that still cannot be read is "could not check", not damage: the
+would (blobs.read_blob); one that still cannot be read is "could not check", not damage: the
 backup is not ok, but nothing says its data is bad. Damage is never retried into a pass.
 """
 
@@ -18,7 +18,7 @@ from typing import Iterable
 
 from pydantic import BaseModel, Field
 
-from .archiver import UndecodableBlob, read_blob
+from .blobs import UndecodableBlob, read_blob
 from .errors import IntegrityError, NotFound, QilbeeBackupError
 from .manifest import Manifest
 from .repository import Repository, blob_key

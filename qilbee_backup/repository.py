@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from .archiver import StagedBlob
+from .blobs import StagedBlob
 from .destinations.base import Destination, ObjectInfo
 from .errors import IntegrityError, LockedError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
 from .manifest import SHA256_RE, Manifest, parse_backup_id
@@ -586,3 +586,27 @@ class Repository:
             # Unreadable: treat as expired so it cannot block forever; the takeover still races safely.
             return LockInfo("unknown", "unknown", 0, datetime.min.replace(tzinfo=timezone.utc),
                             datetime.min.replace(tzinfo=timezone.utc), "unreadable-" + hashlib.sha256(data).hexdigest()[:16])
+
+
+def open_repository(url: str, *, must_exist: bool = True, **options) -> Repository:
+    """The repository at url; options are S3Options fields (storage_class, sse, lock_mode, lock_days, ...).
+
+    must_exist (every command but backup and archive): a location without a repository's config —
+    missing, empty, a file, a wrong S3 prefix — is an error, not an empty repository, so a verify
+    pointed at the wrong place fails instead of passing. A backup creates the repository itself, once
+    its input is valid and its source answered.
+    lock_mode/lock_days on a directory: UsageError; on a bucket without Object Lock: DestinationError."""
+    repo = Repository.open(url, **options)
+    repo.url = url  # as the operator gave it: what reports name
+    if must_exist:
+        try:
+            repo.config()
+        except NotFound:
+            # Archive flows before version 2 wrote no config.json: a location with archives is one.
+            if next(iter(repo.dest.list("archives/")), None) is None:
+                repo.close()
+                raise
+        except BaseException:
+            repo.close()
+            raise
+    return repo

@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+from .datadir import LOCK_FILE
 from .fsutil import DIR_FLAGS, fsync_directory, lock_holder, remove_tree
-from .archiver import read_blob
+from .blobs import read_blob
 from .errors import IntegrityError, LockedError, QilbeeBackupError, UsageError
 from .manifest import BACKUP_ID_RE, SHA256_RE, FileEntry, Manifest, check_relative_path
 from .repository import Repository, blob_key
@@ -71,7 +72,6 @@ _RESTORE_INFIX = ".qilbee-restore-"
 _PREVIOUS_INFIX = ".qilbee-previous-"
 _DISCARD_INFIX = ".qilbee-discard-"
 _LOCK_SUFFIX = ".qilbee-restore.lock"
-ROCKSDB_LOCK = "LOCK"  # the file in each RocksDB directory its server holds a POSIX lock on
 
 Progress = Callable[[int, int], None]
 
@@ -724,7 +724,7 @@ def _refuse_in_use(target: Path) -> None:
     for directory, pid in _rocksdb_lock_holders(target)[:1]:
         holder = f"process {pid}" if pid > 0 else "another process"
         raise RestoreBlocked(
-            f"target {target} is in use: {holder} holds the RocksDB lock {directory / ROCKSDB_LOCK}; stop the "
+            f"target {target} is in use: {holder} holds the RocksDB lock {directory / LOCK_FILE}; stop the "
             f"server first (or restore with --container NAME, which stops its container, restores and starts it)"
         )
 
@@ -745,8 +745,8 @@ def _rocksdb_lock_holders(target: Path) -> list[tuple[Path, int]]:
                     for entry in entries:
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(os.path.join(relative, entry.name))
-                        elif entry.name == ROCKSDB_LOCK and entry.is_file(follow_symlinks=False):
-                            pid = lock_holder(ROCKSDB_LOCK, dir_fd=fd)
+                        elif entry.name == LOCK_FILE and entry.is_file(follow_symlinks=False):
+                            pid = lock_holder(LOCK_FILE, dir_fd=fd)
                             if pid is not None:
                                 held.append((Path(os.path.normpath(target / relative)), pid))
             finally:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
 from . import docker_engine
+from .datadir import SNAPSHOTS_DIR, DataDirError, read_graph_names
 from .client import (
     QilbeeClient,
     Snapshot,
@@ -74,8 +75,8 @@ def map_server_path(server_path: str, *, data_path: Path | None = None, mounts: 
     sp = PurePosixPath(server_path)
     if data_path is not None:
         parts = sp.parts
-        if "snapshots" in parts:
-            rel = PurePosixPath(*parts[parts.index("snapshots"):])
+        if SNAPSHOTS_DIR in parts:
+            rel = PurePosixPath(*parts[parts.index(SNAPSHOTS_DIR):])
             return Path(data_path) / rel
         return Path(data_path) / sp.name
     for m in sorted(mounts or [], key=lambda m: len(m.get("Destination", "")), reverse=True):
@@ -121,7 +122,7 @@ def copy_data_dir(src: Path, dst: Path) -> int:
     for dirpath, dirnames, filenames in os.walk(src):
         rel = Path(dirpath).relative_to(src)
         if rel == Path("."):
-            dirnames[:] = [d for d in dirnames if d != "snapshots"]
+            dirnames[:] = [d for d in dirnames if d != SNAPSHOTS_DIR]
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in filenames:
             s, d = Path(dirpath) / name, dst / rel / name
@@ -165,7 +166,7 @@ def take_offline_docker(
     version = _safe_version(client)
     snapshot_id = "offline-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     # Inside the data directory's snapshots/ so hard links stay on one filesystem.
-    dest = host_dir / "snapshots" / snapshot_id
+    dest = host_dir / SNAPSHOTS_DIR / snapshot_id
     was_running = container.status == "running"
     log.info("stopping container %s for an offline copy of %s", container_name, host_dir)
     container.stop(timeout=stop_timeout)
@@ -214,11 +215,9 @@ def _graph_names(client: QilbeeClient, data_dir: Path) -> list[str] | None:
 
 
 def _graph_names_in(data_dir: Path) -> list[str] | None:
-    from .emulator.store import StoreError, read_graph_names
-
     try:
         return read_graph_names(data_dir)
-    except (StoreError, OSError, ValueError) as e:
+    except (DataDirError, OSError, ValueError) as e:
         log.warning("could not read the graph names from %s: %s", data_dir, e)
         return None
 

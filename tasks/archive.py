@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qilbee_backup import archive as archives
-from qilbee_backup.archiver import HashCache
-from qilbee_backup.cold_storage import ColdState, ensure_readable
+from qilbee_backup import cold_archive as archives
+from qilbee_backup.blobs import HashCache
+from qilbee_backup.retrieval import ColdState, ensure_readable
 from qilbee_backup.errors import DestinationError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.restorer import RestoreResult
@@ -63,7 +63,7 @@ def prune(repo, kind: str | None, retention: dict | None, grace: str, dry_run: b
 
 @step("retrieve-archive")
 def retrieve(repo, record: archives.ArchiveRecord, wait_s: float, poll_s: float, days: int, tier: str) -> ColdState:
-    """Make the archive file readable: start its retrieval from a cold class and wait (see cold_storage)."""
+    """Make the archive file readable: start its retrieval from a cold class and wait (see qilbee_backup.retrieval)."""
     logger = get_logger()
 
     def still_running(state: ColdState, waited: float) -> None:

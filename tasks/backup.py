@@ -1,10 +1,11 @@
-"""Thin Prefect tasks of the backup pipeline: retries, timeouts, logging. The work is in qilbee_backup."""
+"""Thin steps of a backup: retries, timeouts, logging. The work is in qilbee_backup (backup, maintenance)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qilbee_backup import pipeline
+from qilbee_backup import backup as backups
+from qilbee_backup import maintenance
 from qilbee_backup.client import QilbeeClient
 from qilbee_backup.snapshot import TakenSnapshot, release_checkpoint, take_snapshot
 from tasks.steps import get_logger, step
@@ -19,19 +20,19 @@ def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: 
 
 
 @step("copy")
-def copy(taken: TakenSnapshot, repos: list, spool: Path) -> pipeline.CopyResult:
+def copy(taken: TakenSnapshot, repos: list, spool: Path) -> backups.CopyResult:
     logger = get_logger()
-    result = pipeline.copy_snapshot(taken.path, repos, spool)
+    result = backups.copy_snapshot(taken.path, repos, spool)
     logger.info("scanned %d files (%d bytes); staged %d new blobs (%d bytes compressed)",
                 len(result.entries), result.bytes_total, len(result.staged), result.bytes_staged)
     return result
 
 
 @step("upload", retries=2, retry_delay_seconds=[10, 60])
-def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult:
+def upload(repo, copied: backups.CopyResult, manifest) -> backups.UploadResult:
     # A retry is safe: it puts the same content under the same keys again; the manifest comes only at the end.
     logger = get_logger()
-    result = pipeline.upload_backup(repo, copied, manifest)
+    result = backups.upload_backup(repo, copied, manifest)
     logger.info("%s: sent %d blobs (%d bytes), manifest %s written", repo.url, result.blobs_sent, result.bytes_uploaded, manifest.backup_id)
     return result
 
@@ -41,7 +42,7 @@ def upload(repo, copied: pipeline.CopyResult, manifest) -> pipeline.UploadResult
 def verify(repo, backup, read_data: bool = False) -> dict:
     """backup: an id, or the manifest already read (saves reading it again)."""
     logger = get_logger()
-    report = pipeline.verify(repo, backup, read_data=read_data)
+    report = maintenance.verify(repo, backup, read_data=read_data)
     backup_id = report["backup_id"]
     if report["ok"]:
         logger.info("%s: backup %s verified (%d files, %d bytes%s)", repo.url, backup_id, report["checked_files"],
@@ -54,7 +55,7 @@ def verify(repo, backup, read_data: bool = False) -> dict:
 @step("prune")
 def prune(repo, kind: str | None, retention: dict, grace: str, dry_run: bool, source_name: str | None = None) -> dict:
     logger = get_logger()
-    result = pipeline.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run, source_name=source_name)
+    result = maintenance.prune(repo, kind=kind, retention=retention, grace=grace, dry_run=dry_run, source_name=source_name)
     logger.info("%s: kept %d, removed %d, locked %d backups; swept %d blobs (%d still locked)%s", repo.url,
                 len(result["kept"]), len(result["removed"]), len(result["locked"]), result["blobs_removed"],
                 result["blobs_locked"], " (dry run)" if dry_run else "")

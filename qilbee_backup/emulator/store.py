@@ -53,33 +53,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rocksdict import AccessType, Checkpoint, Options, Rdict, WriteBatch
+from rocksdict import Checkpoint, Options, Rdict, WriteBatch
 
+from ..datadir import (
+    COLUMN_FAMILIES,
+    CURRENT_FILE,
+    GRAPHS_KEY,
+    LATEST_LINK,
+    LOCK_FILE,
+    SNAPSHOTS_DIR,
+    DataDirError,
+    is_info_log,
+    one_line,
+    open_readonly,
+)
 from ..fsutil import lock_holder
 
-COLUMN_FAMILIES = (
-    "nodes",
-    "relationships",
-    "label_index",
-    "adjacency_out",
-    "adjacency_in",
-    "property_index",
-    "schema",
-    "meta",
-    "memory",
-)
-SNAPSHOTS_DIR = "snapshots"
-LATEST_LINK = "latest"
 _TRASH_PREFIX = ".deleting-"  # a deleted checkpoint while its files go; never a snapshot name
-GRAPHS_KEY = b"graphs"
 _COUNTERS_PREFIX = b"graph\x00"
 _SNAPSHOT_ID = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 _U64 = struct.Struct(">Q")
 _MAX_NAME_BYTES = 1024
 
 
-class StoreError(Exception):
-    """A storage operation failed; the message is one line."""
+StoreError = DataDirError  # one error type for the store and the on-disk reader; the message is one line
 
 
 class InvalidName(StoreError):
@@ -226,7 +223,7 @@ class GraphStore:
         except Exception as exc:  # rocksdict raises plain Exception
             if new:  # leave the directory as it was: absent, or empty for the next try
                 _remove_contents(self.data_dir, remove_directory=made)
-            raise StoreError(f"cannot open RocksDB in {self.data_dir}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot open RocksDB in {self.data_dir}: {one_line(exc)}") from None
         self._cf = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handle = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._lock = threading.RLock()
@@ -511,7 +508,7 @@ class GraphStore:
             try:
                 Checkpoint(self._db).create_checkpoint(str(path))
             except Exception as exc:
-                raise StoreError(f"checkpoint {snapshot_id} failed: {_one_line(exc)}") from None
+                raise StoreError(f"checkpoint {snapshot_id} failed: {one_line(exc)}") from None
             stats = counts_document(self._counters)
             _point_latest(self.snapshots_dir, snapshot_id)
         return {
@@ -554,7 +551,7 @@ class GraphStore:
                 os.rename(path, trash / snapshot_id)
             except OSError as exc:
                 trash.rmdir()
-                raise StoreError(f"cannot delete snapshot {snapshot_id}: {_one_line(exc)}") from None
+                raise StoreError(f"cannot delete snapshot {snapshot_id}: {one_line(exc)}") from None
         shutil.rmtree(trash, ignore_errors=True)
 
     def _sweep_trash(self) -> None:
@@ -589,10 +586,6 @@ def _repoint_latest(snapshots_dir: Path, deleted: str, newest_left: str | None) 
         _point_latest(snapshots_dir, newest_left)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # ---------------------------------------------------------------- the data directory
 
 _IGNORED_ENTRIES = frozenset({"lost+found"})  # what a freshly formatted volume already holds
@@ -622,19 +615,19 @@ def _check_data_dir(path: Path) -> bool:
         raise StoreError(f"cannot read data directory {path}: {exc.strerror or exc}") from None
     if not entries:
         return False
-    if "CURRENT" not in entries:
+    if CURRENT_FILE not in entries:
         raise StoreError(
             f"{path} is not a QilbeeDB data directory: it holds {len(entries)} entries but no RocksDB "
             "database (no CURRENT file); give a new or empty directory"
         )
-    holder = lock_holder(path / "LOCK")
+    holder = lock_holder(path / LOCK_FILE)
     if holder is not None:
         who = f"process {holder}" if holder else "another process"
         raise StoreError(f"{path} is in use: {who} holds its RocksDB LOCK")
     try:
         families = set(Rdict.list_cf(str(path), Options(raw_mode=True)))
     except Exception as exc:  # rocksdict raises plain Exception
-        raise StoreError(f"{path} is not a readable RocksDB database: {_one_line(exc)}") from None
+        raise StoreError(f"{path} is not a readable RocksDB database: {one_line(exc)}") from None
     missing = [name for name in COLUMN_FAMILIES if name not in families]
     unexpected = sorted(families - {"default", *COLUMN_FAMILIES})
     if missing or unexpected:
@@ -690,16 +683,12 @@ def _remove_contents(path: Path, remove_directory: bool) -> None:
 # ---------------------------------------------------------------- files on disk
 
 
-def _is_info_log(name: str) -> bool:
-    return name == "LOG" or name.startswith("LOG.old")
-
-
 def live_size_bytes(data_dir: str | os.PathLike[str]) -> int:
     """Bytes of the live database: the files directly in the data directory, minus LOCK and info logs."""
     total = 0
     with os.scandir(data_dir) as entries:
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and entry.name != "LOCK" and not _is_info_log(entry.name):
+            if entry.is_file(follow_symlinks=False) and entry.name != LOCK_FILE and not is_info_log(entry.name):
                 total += entry.stat(follow_symlinks=False).st_size
     return total
 
@@ -754,46 +743,6 @@ def _snapshot_sort_key(name: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- read-only access
 
 
-_ROCKSDICT_CONFIG = "rocksdict-config.json"
-
-
-@contextlib.contextmanager
-def open_readonly(path: str | os.PathLike[str]) -> Iterator[Rdict]:
-    """Open a RocksDB directory (live, snapshot or restored) read-only in raw-bytes mode.
-
-    rocksdict rewrites its ``rocksdict-config.json`` on every open, even
-    read-only, so the database is opened through a temporary directory of
-    symlinks to its files (with a copy of that config): reading never touches
-    the directory being read.
-    """
-    source = os.path.abspath(path)
-    if not os.path.isfile(os.path.join(source, "CURRENT")):
-        raise StoreError(f"{source} is not a RocksDB database (no CURRENT file)")
-    with tempfile.TemporaryDirectory(prefix="qilbee-readonly-") as view:
-        with os.scandir(source) as entries:
-            for entry in entries:
-                if not entry.is_file() or entry.name == "LOCK" or _is_info_log(entry.name):
-                    continue
-                if entry.name == _ROCKSDICT_CONFIG:
-                    shutil.copyfile(entry.path, os.path.join(view, entry.name))
-                else:
-                    os.symlink(entry.path, os.path.join(view, entry.name))
-        try:
-            families = Rdict.list_cf(view, Options(raw_mode=True))
-            db = Rdict(
-                view,
-                Options(raw_mode=True),
-                column_families={name: Options(raw_mode=True) for name in families if name != "default"},
-                access_type=AccessType.read_only(False),
-            )
-        except Exception as exc:
-            raise StoreError(f"cannot open RocksDB in {source} read-only: {_one_line(exc)}") from None
-        try:
-            yield db
-        finally:
-            db.close()
-
-
 def _read_counters(db: Rdict) -> dict[str, GraphCounters]:
     """Each graph's counters from ``meta``, in the recorded order; StoreError if ``meta`` is not QilbeeDB's."""
     meta = db.get_column_family("meta")
@@ -814,16 +763,6 @@ def _read_counters(db: Rdict) -> dict[str, GraphCounters]:
         if not all(type(value) is int for value in asdict(counters[name]).values()):
             raise StoreError(f"the meta counters of graph {name!r} are not whole numbers")
     return counters
-
-
-def read_graph_names(path: str | os.PathLike[str]) -> list[str]:
-    """The graph names a QilbeeDB data directory records (``meta`` key ``graphs``), opened read-only.
-
-    The backup tool uses this to count through the graph routes when a server has no ``GET /graphs``.
-    """
-    with open_readonly(path) as db:
-        raw = db.get_column_family("meta").get(GRAPHS_KEY)
-    return list(json.loads(raw)) if raw else []
 
 
 def open_readonly_counts(path: str | os.PathLike[str]) -> dict[str, Any]:

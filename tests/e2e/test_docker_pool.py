@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
+from qilbee_backup import maintenance
 from tests.e2e import (REPO_ROOT, prefect_env, prefect_server, run_prefect, start_worker, stop_process,
                        wait_for_final_states, wait_for_workers)
 
@@ -162,12 +163,12 @@ def test_a_backup_runs_in_a_container_of_a_docker_work_pool(postgres_server, doc
     assert not leftover, "auto_remove (the template's default) should have removed the flow-run container"
 
     # The backup is on the host, written by the image's unprivileged user, with the server's own figures.
-    repository = pipeline.open_repository(str(repo))
+    repository = open_repository(str(repo))
     [manifest] = repository.list_backups()
     assert manifest.source.url == server.url and manifest.kind == "daily"
     assert manifest.stats["nodeCount"] == stats["nodeCount"]
     assert manifest.stats["relationshipCount"] == stats["relationshipCount"]
-    assert pipeline.verify(repository, manifest.backup_id, read_data=True)["ok"]
+    assert maintenance.verify(repository, manifest.backup_id, read_data=True)["ok"]
     owners = {p.stat().st_uid for p in repo.rglob("*") if p.is_file()}
     assert owners == {IMAGE_UID}
 

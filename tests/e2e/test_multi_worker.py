@@ -12,7 +12,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
+from qilbee_backup import maintenance
 from tests.e2e import (prefect_env, prefect_server, run_prefect, start_worker, stop_process,
                        wait_for_final_states, wait_for_workers)
 
@@ -59,7 +60,7 @@ def test_two_workers_back_up_two_servers_at_once(postgres_server, emulator_facto
         assert f"submitting flow run '{run.id}'" in logs[run.labels["prefect.worker.name"]]
 
     # Nothing lost: one backup per server, its figures the server's own, every blob there and intact.
-    repository = pipeline.open_repository(str(repo))
+    repository = open_repository(str(repo))
     manifests = {m.source.url: m for m in repository.list_backups()}
     assert set(manifests) == set(expected)
     for url, stats in expected.items():
@@ -67,7 +68,7 @@ def test_two_workers_back_up_two_servers_at_once(postgres_server, emulator_facto
         assert manifest.kind == "daily" and manifest.source.mode == "online"
         assert manifest.stats["nodeCount"] == stats["nodeCount"]
         assert manifest.stats["relationshipCount"] == stats["relationshipCount"]
-        report = pipeline.verify(repository, manifest.backup_id, read_data=True)
+        report = maintenance.verify(repository, manifest.backup_id, read_data=True)
         assert report["ok"], report["problems"]
 
     # The state really lives in PostgreSQL: exactly these two runs, completed, and their summaries.

@@ -7,11 +7,11 @@ import pytest
 
 from flows.archive import archive, list_archives
 from flows.restore import restore
-from qilbee_backup import archive as archives
-from qilbee_backup.cold_storage import RetrievalPending
+from qilbee_backup import cold_archive as archives
+from qilbee_backup.retrieval import RetrievalPending
 from qilbee_backup.emulator.store import content_digest
 from qilbee_backup.errors import UsageError
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 
 
 def test_archive_to_a_local_repository_and_to_glacier_then_restore_each(emulator, moto_server, s3_repo_url, s3_client, tmp_path):
@@ -67,7 +67,7 @@ def test_restore_refuses_a_backup_and_an_archive_together(tmp_path):
 def test_a_damaged_archive_fails_the_restore_at_once_and_keeps_the_existing_data(tmp_path):
     import time
 
-    from qilbee_backup.archive import build_archive, upload_archive
+    from qilbee_backup.cold_archive import build_archive, upload_archive
     from qilbee_backup.errors import IntegrityError
     from qilbee_backup.manifest import SourceInfo
 

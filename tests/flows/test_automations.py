@@ -270,7 +270,8 @@ SETTLE_S = 3
 def _small_repo(path: Path, backups: int) -> tuple[object, list]:
     """A file repository with small backups, written by the engine (no QilbeeDB, no Prefect)."""
     from qilbee_backup.manifest import SourceInfo
-    from qilbee_backup.pipeline import backup_directory, open_repository
+    from qilbee_backup.repository import open_repository
+    from qilbee_backup.backup import backup_directory
     from tests.files import write
 
     repo = open_repository(str(path), must_exist=False)

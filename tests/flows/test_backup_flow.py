@@ -12,7 +12,7 @@ import pytest
 from flows.backup import backup
 from flows.maintenance import list_backups, verify
 from qilbee_backup.client import SnapshotNotSupported, Unauthorized
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

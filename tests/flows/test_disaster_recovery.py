@@ -14,9 +14,9 @@ from flows.disaster_recovery import disaster_recovery
 from flows.drill import drill
 from qilbee_backup.emulator.store import open_readonly_counts
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 from qilbee_backup.recovery import RecoveryError
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 
 STEPS = ["choose-backup", "provision", "restore", "start-instance", "integrity-check"]
 

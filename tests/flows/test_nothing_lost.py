@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 from qilbee_backup.repository import blob_key
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 
 
 def _add_nodes(url: str, count: int) -> None:

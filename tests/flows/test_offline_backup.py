@@ -7,7 +7,7 @@ import pytest
 
 from flows.backup import backup
 from qilbee_backup.emulator.store import open_readonly_counts
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_offline_copy_holds_the_data_the_server_had(container_without_snapshot_a
     result = backup(source=c.url, repos=[repo], mode="offline", container=c.name)
     assert result["mode"] == "offline"
     # Restore by hand (the files are the RocksDB directory) and count what is inside.
-    from qilbee_backup.archiver import decompress_stream
+    from qilbee_backup.blobs import decompress_stream
 
     r = open_repository(repo)
     manifest = r.load(result["backup_id"])
@@ -96,7 +96,7 @@ def test_a_failed_restore_into_a_container_puts_the_old_data_back_and_restarts_i
     from flows.restore import restore
     from qilbee_backup.manifest import SourceInfo
     from qilbee_backup.recovery import RecoveryError
-    from qilbee_backup.pipeline import backup_directory
+    from qilbee_backup.backup import backup_directory
 
     c = container_without_snapshot_api
     snap = tmp_path / "copy"

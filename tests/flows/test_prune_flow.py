@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from flows.maintenance import prune
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import open_repository
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.repository import open_repository
+from qilbee_backup.backup import backup_directory
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
 

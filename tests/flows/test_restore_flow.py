@@ -12,9 +12,9 @@ from flows.backup import backup
 from flows.restore import restore
 from qilbee_backup.emulator.store import content_digest, open_readonly_counts
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import open_repository
+from qilbee_backup.repository import open_repository
 from qilbee_backup.recovery import RecoveryError
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 
 
 def test_restore_cli_into_a_new_directory(run_cli, emulator, tmp_path):

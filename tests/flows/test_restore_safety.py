@@ -20,7 +20,8 @@ from flows.backup import backup
 from flows.restore import restore
 from qilbee_backup.emulator.store import open_readonly_counts
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo, new_backup_id
-from qilbee_backup.pipeline import backup_directory, open_repository
+from qilbee_backup.repository import open_repository
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.recovery import RecoveryError
 
 CLI = Path(sys.executable).parent / "qilbee-backup"  # the console script the operator runs

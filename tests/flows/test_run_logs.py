@@ -7,7 +7,8 @@ import pytest
 
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory, open_repository
+from qilbee_backup.repository import open_repository
+from qilbee_backup.backup import backup_directory
 
 
 def _logs(flow_run_id, expect: str) -> list[str]:

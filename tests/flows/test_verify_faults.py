@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qilbee_backup.destinations import open_destination
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository
 from tests.files import write
 

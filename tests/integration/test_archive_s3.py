@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from qilbee_backup import archive as archives
-from qilbee_backup.archive import build_archive, list_archives, prune_archives, restore_archive, upload_archive, verify_archive
-from qilbee_backup.cold_storage import RetrievalPending, ensure_readable, object_state
+from qilbee_backup import cold_archive as archives
+from qilbee_backup.cold_archive import build_archive, list_archives, prune_archives, restore_archive, upload_archive, verify_archive
+from qilbee_backup.retrieval import RetrievalPending, ensure_readable, object_state
 from qilbee_backup.errors import UsageError
 from qilbee_backup.manifest import SourceInfo
 from qilbee_backup.repository import Repository

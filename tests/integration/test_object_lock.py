@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
+from qilbee_backup import backup as backups
+from qilbee_backup import maintenance
 from qilbee_backup.destinations import S3Options, open_destination
 from qilbee_backup.errors import DestinationError, ObjectLocked, UsageError
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from tests.plugins.s3 import FAKE_SECRET_KEY
 
@@ -48,9 +50,9 @@ def sha_of(manifest, name: str) -> str:
 
 def run_backup(repo: Repository, root: Path, spool: Path, *, now: datetime | None = None, kind: str = "daily"):
     """The flow's steps: copy, manifest, upload (the commit point)."""
-    copied = pipeline.copy_snapshot(root, [repo], spool)
-    manifest = pipeline.make_manifest(copied, kind=kind, source=SOURCE, stats={}, now=now)
-    return manifest, pipeline.upload_backup(repo, copied, manifest)
+    copied = backups.copy_snapshot(root, [repo], spool)
+    manifest = backups.make_manifest(copied, kind=kind, source=SOURCE, stats={}, now=now)
+    return manifest, backups.upload_backup(repo, copied, manifest)
 
 
 def full_key(repo: Repository, key: str) -> str:
@@ -81,13 +83,13 @@ def lock_bucket(s3_bucket_factory) -> str:
 @pytest.mark.parametrize("mode", ["governance", "COMPLIANCE"])
 def test_blobs_and_manifest_are_written_locked_lock_files_and_config_are_not(mode, lock_bucket, s3_client, tmp_path):
     url = f"s3://{lock_bucket}/repo"
-    repo = pipeline.open_repository(url, must_exist=False, lock_mode=mode, lock_days=3, **SMALL_PARTS)
+    repo = open_repository(url, must_exist=False, lock_mode=mode, lock_days=3, **SMALL_PARTS)
     root = write_tree(tmp_path / "snap", {
         "000100.sst": os.urandom(6 * MiB),  # above the multipart threshold: the lock is applied after upload
         "000001.sst": os.urandom(40_000),
         "CURRENT": b"MANIFEST-000001\n",
     })
-    with pipeline.locked([repo], SOURCE.url):
+    with backups.locked([repo], SOURCE.url):
         lock_keys = [info.key for info in repo.dest.list("locks/")]
         assert len(lock_keys) == 1
         assert "ObjectLockMode" not in head(s3_client, repo, lock_keys[0])  # a lock file must stay removable
@@ -109,11 +111,11 @@ def test_blobs_and_manifest_are_written_locked_lock_files_and_config_are_not(mod
 
     # list and verify work on the versioned bucket unchanged.
     assert [m.backup_id for m in repo.list_backups()] == [manifest.backup_id]
-    assert pipeline.verify(repo, manifest.backup_id, read_data=True)["ok"]
+    assert maintenance.verify(repo, manifest.backup_id, read_data=True)["ok"]
 
 
 def test_a_second_backup_extends_the_lock_of_the_blobs_it_reuses(lock_bucket, s3_client, tmp_path):
-    repo = pipeline.open_repository(f"s3://{lock_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=1)
+    repo = open_repository(f"s3://{lock_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=1)
     root = write_tree(tmp_path / "snap", {"shared.sst": b"shared" * 5000, "first.sst": b"first only" * 100})
     first, _ = run_backup(repo, root, tmp_path / "spool", now=datetime.now(UTC) - DAY + timedelta(minutes=5))
     shared, first_only = (blob_key(sha_of(first, name)) for name in ("shared.sst", "first.sst"))
@@ -143,14 +145,14 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     lock_bucket, s3_client, tmp_path
 ):
     url = f"s3://{lock_bucket}/repo"
-    writer = pipeline.open_repository(url, must_exist=False, lock_mode="COMPLIANCE", lock_days=1)
+    writer = open_repository(url, must_exist=False, lock_mode="COMPLIANCE", lock_days=1)
     root = write_tree(tmp_path / "snap", {"shared.sst": b"shared" * 5000, "old.sst": b"old only" * 100})
     # Dated almost a day ago, so its one-day lock ends a few seconds from now.
     old, _ = run_backup(writer, root, tmp_path / "spool", now=datetime.now(UTC) - DAY + SHORT_LOCK)
     old_until = old.created_at + DAY
     # An interrupted run's blob: uploaded locked, named by no manifest.
     write_tree(tmp_path / "interrupted", {"orphan.sst": b"never committed" * 100})
-    interrupted = pipeline.copy_snapshot(tmp_path / "interrupted", [writer], tmp_path / "spool")
+    interrupted = backups.copy_snapshot(tmp_path / "interrupted", [writer], tmp_path / "spool")
     orphan_sha = interrupted.entries[0].sha256
     writer.put_blob(orphan_sha, interrupted.staged[orphan_sha], retain_until=old_until)
     (root / "old.sst").unlink()
@@ -159,10 +161,10 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     old_blob = blob_key(sha_of(old, "old.sst"))
 
     # Pruning needs no lock options: the prune flow opens the repository with the URL alone.
-    repo = pipeline.open_repository(url)
+    repo = open_repository(url)
     rules = {"keep_last": 1}
-    dry = pipeline.prune(repo, kind=None, retention=rules, grace="0", dry_run=True)
-    done = pipeline.prune(repo, kind=None, retention=rules, grace="0")
+    dry = maintenance.prune(repo, kind=None, retention=rules, grace="0", dry_run=True)
+    done = maintenance.prune(repo, kind=None, retention=rules, grace="0")
     for result in (dry, done):
         assert [k["backup_id"] for k in result["kept"]] == [new.backup_id]
         assert result["removed"] == []
@@ -184,14 +186,14 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     assert len(versions_of(s3_client, repo, old_manifest)) == 1
 
     time.sleep(max(0.0, (old_until - datetime.now(UTC)).total_seconds()) + 1.5)
-    after = pipeline.prune(repo, kind=None, retention=rules, grace="0")
+    after = maintenance.prune(repo, kind=None, retention=rules, grace="0")
     assert [r["backup_id"] for r in after["removed"]] == [old.backup_id]
     assert (after["locked"], after["blobs_removed"], after["blobs_locked"]) == ([], 2, 0)
     assert repo.backup_ids() == [new.backup_id]
     # Removed for real: no version and no delete marker left to hold the space.
     for key in (old_manifest, old_blob, blob_key(orphan_sha)):
         assert versions_of(s3_client, repo, key) == [], key
-    assert pipeline.verify(repo, new.backup_id, read_data=True)["ok"]
+    assert maintenance.verify(repo, new.backup_id, read_data=True)["ok"]
 
 
 def test_remove_on_a_lock_enabled_bucket(lock_bucket, s3_client):
@@ -234,25 +236,25 @@ def test_remove_on_a_lock_enabled_bucket(lock_bucket, s3_client):
 
 def test_lock_options_on_a_bucket_without_object_lock_are_one_clear_error(s3_bucket, moto_server):
     with pytest.raises(DestinationError) as refused:
-        pipeline.open_repository(f"s3://{s3_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
+        open_repository(f"s3://{s3_bucket}/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
     message = str(refused.value)
     assert f"bucket {s3_bucket!r} has no Object Lock enabled" in message and "--lock-days" in message
     assert "\n" not in message and FAKE_SECRET_KEY not in message
     # Without lock options the same bucket opens and backs up as ever.
-    plain = pipeline.open_repository(f"s3://{s3_bucket}/repo", must_exist=False)
+    plain = open_repository(f"s3://{s3_bucket}/repo", must_exist=False)
     assert plain.dest.lock_period is None and plain.dest.locked_until("anything") is None
 
     with pytest.raises(DestinationError, match="does not exist"):
-        pipeline.open_repository("s3://qb-no-such-bucket-for-lock/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
+        open_repository("s3://qb-no-such-bucket-for-lock/repo", must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
 
 
 def test_lock_options_on_a_directory_are_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"object lock \(--lock-days\) needs an s3:// repository"):
-        pipeline.open_repository(str(tmp_path / "repo"), must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
+        open_repository(str(tmp_path / "repo"), must_exist=False, lock_mode="GOVERNANCE", lock_days=7)
     with pytest.raises(UsageError, match="needs an s3:// repository"):
-        pipeline.open_repository((tmp_path / "repo").as_uri(), must_exist=False, lock_mode="compliance", lock_days=1)
+        open_repository((tmp_path / "repo").as_uri(), must_exist=False, lock_mode="compliance", lock_days=1)
     # A directory refuses a locked write rather than store it unlocked.
-    local = pipeline.open_repository(str(tmp_path / "repo"), must_exist=False)
+    local = open_repository(str(tmp_path / "repo"), must_exist=False)
     assert local.dest.lock_period is None and local.retain_until(datetime.now(UTC)) is None
     with pytest.raises(UsageError, match="needs an s3:// repository"):
         local.dest.put_bytes("backups/x.json", b"{}", retain_until=datetime.now(UTC) + DAY)
@@ -272,7 +274,7 @@ def test_lock_options_on_a_directory_are_a_usage_error(tmp_path):
 def test_bad_lock_options_are_usage_errors(options, complaint, tmp_path):
     for url in ("s3://some-bucket/repo", str(tmp_path / "repo")):  # refused before anything is contacted
         with pytest.raises(UsageError, match=complaint) as refused:
-            pipeline.open_repository(url, must_exist=False, **options)
+            open_repository(url, must_exist=False, **options)
         assert "\n" not in str(refused.value)
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from qilbee_backup.archiver import decompress_stream
+from qilbee_backup.blobs import decompress_stream
 from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations import open_destination
 from qilbee_backup.errors import LockedError
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import LockInfo, Repository, blob_key
 from tests.files import write
 

@@ -14,7 +14,7 @@ from qilbee_backup.emulator.seed import seed_store
 from qilbee_backup.emulator.store import GraphStore, content_digest, open_readonly_counts
 from qilbee_backup.errors import NotFound
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import restore_backup
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from qilbee_backup import archiver
+from qilbee_backup import blobs
 from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations import open_destination
 from qilbee_backup.errors import DestinationError
 from qilbee_backup.manifest import Manifest, SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import restore_backup
 from tests.files import tree, write
@@ -27,7 +27,7 @@ SOURCE = SourceInfo(url="http://127.0.0.1:7474", server_version="0.9.0", mode="o
 
 @pytest.fixture(autouse=True)
 def short_pauses(monkeypatch):
-    monkeypatch.setattr(archiver, "RETRY_PAUSE", 0.01)
+    monkeypatch.setattr(blobs, "RETRY_PAUSE", 0.01)
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_a_blob_that_stays_unreadable_could_not_be_checked_and_is_not_damage(mad
     assert "SlowDown" in report.unchecked[0].reason and report.unchecked[0].reason.startswith("unreadable")
     summary = report.summary()
     assert "could not check 1 blob(s)" in summary and "DAMAGED" not in summary and "\n" not in summary
-    assert s3_fault_proxy.gets(victim(made)) == archiver.FETCH_ATTEMPTS
+    assert s3_fault_proxy.gets(victim(made)) == blobs.FETCH_ATTEMPTS
 
     whole = verify_repository(repo, read_data=True)
     assert not whole.ok and whole.damaged == [] and whole.unchecked == [made.backup_id]

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from qilbee_backup import archive as archives
-from qilbee_backup.archive import format as archive_format
-from qilbee_backup.archive import (
+from qilbee_backup import cold_archive as archives
+from qilbee_backup.cold_archive import format as archive_format
+from qilbee_backup.cold_archive import (
     MANIFEST_NAME,
     SUMS_NAME,
     ArchiveExists,
@@ -33,7 +33,7 @@ from qilbee_backup.archive import (
     upload_archive,
     verify_archive,
 )
-from qilbee_backup.cold_storage import check_retrieval_options, ensure_readable
+from qilbee_backup.retrieval import check_retrieval_options, ensure_readable
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import IntegrityError, NotFound, UsageError
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo, new_backup_id
@@ -403,7 +403,7 @@ def test_s3_answers_moto_never_gives(monkeypatch):
     """A retrieval someone else started between our look and our request; no Expedited capacity (botocore's Stubber)."""
     from botocore.stub import Stubber
 
-    from qilbee_backup.cold_storage import RetrievalPending
+    from qilbee_backup.retrieval import RetrievalPending
     from qilbee_backup.destinations.s3 import S3Destination, S3Options
     from qilbee_backup.errors import DestinationError
 

@@ -16,7 +16,7 @@ from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import IntegrityError, NotFound, UsageError
 from qilbee_backup.inspection import diff_backups, diff_manifests, repository_stats
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.report import render_text, report_markdown, table_rows
 from qilbee_backup.repository import Repository, blob_key
 from tests.files import write

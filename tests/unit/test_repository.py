@@ -17,7 +17,7 @@ from qilbee_backup.checker import verify_backup, verify_repository
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import DestinationError, IntegrityError, LockedError, NotFound, UsageError
 from qilbee_backup.manifest import SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import (
     BackupExists,
     LockInfo,

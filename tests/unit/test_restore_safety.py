@@ -22,7 +22,7 @@ import zstandard
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import QilbeeBackupError
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo, new_backup_id
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import NoSpace, RestoreBlocked, restore_backup, staged_restore
 from tests.files import tree, write

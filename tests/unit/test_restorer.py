@@ -15,7 +15,7 @@ import zstandard
 from qilbee_backup.destinations.file import FileDestination
 from qilbee_backup.errors import DestinationError, IntegrityError, LockedError, NotFound, UsageError
 from qilbee_backup.manifest import FileEntry, Manifest, SourceInfo
-from qilbee_backup.pipeline import backup_directory
+from qilbee_backup.backup import backup_directory
 from qilbee_backup.repository import Repository, blob_key
 from qilbee_backup.restorer import RestoreBlocked, pending_swaps, restore_backup
 from tests.files import tree, write
@@ -168,7 +168,7 @@ class _BreaksOff:
 
 
 def test_a_transfer_that_breaks_off_is_fetched_again(snapshot, tmp_path, monkeypatch):
-    monkeypatch.setattr("qilbee_backup.archiver.RETRY_PAUSE", 0.0)
+    monkeypatch.setattr("qilbee_backup.blobs.RETRY_PAUSE", 0.0)
     repo = Repository(FlakyDestination(tmp_path / "repo"))
     m = backup(repo, snapshot, tmp_path)
     target = tmp_path / "restored"

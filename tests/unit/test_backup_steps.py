@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from qilbee_backup import pipeline
+from qilbee_backup.repository import open_repository
+from qilbee_backup import backup as backups
+from qilbee_backup import maintenance
 from qilbee_backup.errors import UsageError
 from qilbee_backup.manifest import SourceInfo
 
 
 def test_an_empty_snapshot_is_refused_and_nothing_is_written(tmp_path):
-    repo = pipeline.open_repository(str(tmp_path / "repo"), must_exist=False)
+    repo = open_repository(str(tmp_path / "repo"), must_exist=False)
     (tmp_path / "snap").mkdir()
     with pytest.raises(UsageError, match="holds no files"):
-        pipeline.copy_snapshot(tmp_path / "snap", [repo], tmp_path / "spool")
+        backups.copy_snapshot(tmp_path / "snap", [repo], tmp_path / "spool")
     assert repo.backup_ids() == []
 
 
@@ -22,18 +24,18 @@ def test_each_repository_gets_only_what_it_lacks_and_its_own_stored_sizes(tmp_pa
     snap.mkdir()
     (snap / "000001.sst").write_bytes(b"a" * 5000)
     (snap / "CURRENT").write_text("MANIFEST-1\n")
-    a, b = (pipeline.open_repository(str(tmp_path / name), must_exist=False) for name in ("a", "b"))
-    first = pipeline.copy_snapshot(snap, [a], tmp_path / "spool1")
-    pipeline.upload_backup(a, first, pipeline.make_manifest(first, kind="daily", source=SourceInfo(url="x", mode="online"), stats={}))
+    a, b = (open_repository(str(tmp_path / name), must_exist=False) for name in ("a", "b"))
+    first = backups.copy_snapshot(snap, [a], tmp_path / "spool1")
+    backups.upload_backup(a, first, backups.make_manifest(first, kind="daily", source=SourceInfo(url="x", mode="online"), stats={}))
 
     (snap / "000002.sst").write_bytes(b"b" * 5000)
-    copied = pipeline.copy_snapshot(snap, [a, b], tmp_path / "spool2")
+    copied = backups.copy_snapshot(snap, [a, b], tmp_path / "spool2")
     assert len(copied.missing[a.url]) == 1 and len(copied.missing[b.url]) == 3
-    manifest = pipeline.make_manifest(copied, kind="daily", source=SourceInfo(url="x", mode="online"), stats={})
-    sent = [pipeline.upload_backup(r, copied, manifest) for r in (a, b)]
+    manifest = backups.make_manifest(copied, kind="daily", source=SourceInfo(url="x", mode="online"), stats={})
+    sent = [backups.upload_backup(r, copied, manifest) for r in (a, b)]
     assert [s.blobs_sent for s in sent] == [1, 3]
     for r in (a, b):
         stored = r.load(manifest.backup_id)
         sizes = r.blob_sizes()
         assert all(f.stored_size == sizes[f.sha256] for f in stored.files)
-        assert pipeline.verify(r, manifest.backup_id, read_data=True)["ok"]
+        assert maintenance.verify(r, manifest.backup_id, read_data=True)["ok"]

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Callable
 
 import zstandard
 
-from ..archiver import DEFAULT_LEVEL, HashCache, HashingReader, HashingWriter, scan_tree
+from ..blobs import DEFAULT_LEVEL, HashCache, HashingReader, HashingWriter, scan_tree
 from ..errors import IntegrityError, QilbeeBackupError, UsageError
 from ..manifest import FileEntry, Manifest, SourceInfo, new_backup_id
 from ..restorer import Progress, check_content, finish_file, safe_path

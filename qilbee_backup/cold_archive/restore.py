@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import restorer
-from ..cold_storage import RetrievalPending, object_state
+from ..retrieval import RetrievalPending, object_state
 from ..repository import Repository
 from .format import read_archive
 from .store import ArchiveRecord, archive_key
@@ -27,7 +27,7 @@ def restore_archive(
 ) -> restorer.RestoreResult:
     """Restore an archive from the repository into ``target`` (see restore_archive_stream).
 
-    RetrievalPending when the file is in a cold class and not retrieved: cold_storage.ensure_readable
+    RetrievalPending when the file is in a cold class and not retrieved: retrieval.ensure_readable
     starts (and waits for) the retrieval first.
     """
     key = archive_key(record.archive_id)

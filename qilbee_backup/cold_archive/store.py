@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..cold_storage import object_state
+from ..retrieval import object_state
 from ..destinations.base import Destination
 from ..destinations.s3 import S3Destination, S3Options
 from ..errors import IntegrityError, NotFound, ObjectLocked, QilbeeBackupError

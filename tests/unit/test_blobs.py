@@ -1,4 +1,4 @@
-"""The archiver on real files: scanning, hashing (with the inode cache), zstd streaming, staging."""
+"""Blobs on real files: scanning, hashing (with the inode cache), zstd streaming, staging."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from qilbee_backup.archiver import (
+from qilbee_backup.blobs import (
     HashCache,
     UndecodableBlob,
     UnsupportedFile,
