@@ -15,12 +15,12 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .blobs import HashCache, StagedBlob, scan_tree, stage_blobs
+from .blobs import HashCache, StagedBlob, scan_tree, stage_blobs, stage_one
 from .errors import NotFound, UsageError
 from .manifest import FileEntry, Manifest, SourceInfo, check_kind, new_backup_id
 from .repository import BlobsMissing, Repository, source_key_for
@@ -58,6 +58,9 @@ class CopyResult:
     missing: dict[str, set[str]]  # repository url -> blob ids it lacks
     present: dict[str, dict[str, int]]  # repository url -> stored size of each blob it already has
     spool: Path
+    started: datetime | None = None  # the backup's time: its manifest's created_at and its lock's start
+    sent: dict[str, set[str]] = field(default_factory=dict)  # repository url -> blobs the copy already put
+    send_failed: dict[str, str] = field(default_factory=dict)  # repository url -> why the copy stopped sending
 
     @property
     def bytes_total(self) -> int:
@@ -68,31 +71,108 @@ class CopyResult:
         return sum(b.stored_size for b in self.staged.values())
 
 
-def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cache: HashCache | None = None) -> CopyResult:
-    if hash_cache is None:
-        with HashCache() as cache:
-            entries = scan_tree(root, hash_cache=cache)
-    else:
-        entries = scan_tree(root, hash_cache=hash_cache)
+def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cache: HashCache | None = None,
+                  send: bool = True, workers: int = UPLOAD_WORKERS, now: datetime | None = None,
+                  on_upload: Callable[[Repository, str, int], None] | None = None) -> CopyResult:
+    """Scan the snapshot and stage the contents the repositories lack; with send, put each blob to
+    the repositories lacking it as soon as it is staged, while the scan goes on (reading, hashing,
+    compressing and sending overlap; the spool on disk bounds memory).
+
+    Sending here is an optimisation, not the commit: a repository whose put fails is sent nothing
+    more by the copy, and upload_backup (which the flow retries) sends whatever is still missing
+    before it writes the manifest."""
+    started = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    root, spool = Path(root), Path(spool)
+    spool.mkdir(parents=True, exist_ok=True)
+    for repo in repos:
+        repo.init()
+    stored = {repo.url: repo.blob_sizes() for repo in repos}  # one listing per repository
+    lock = threading.Lock()
+    staged: dict[str, StagedBlob] = {}
+    seen: set[str] = set()
+    sent: dict[str, set[str]] = {repo.url: set() for repo in repos}
+    failed: dict[str, str] = {}
+    retain = {repo.url: repo.retain_until(started) for repo in repos} if send else {}
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="qilbee-send") if send else None
+    jobs = []
+
+    def put(sha: str, path: Path) -> None:
+        with lock:
+            blob = staged.get(sha)
+        if blob is None:  # a cached hash: its blob is compressed only now, as a repository lacks it
+            blob = stage_one(path, sha, spool)
+            with lock:
+                staged[sha] = blob
+        for repo in repos:
+            if sha in stored[repo.url] or repo.url in failed:
+                continue
+            try:
+                repo.put_blob(sha, blob, retain_until=retain[repo.url])
+                if on_upload is not None:
+                    on_upload(repo, sha, blob.stored_size)
+            except Exception as exc:  # noqa: BLE001 - the upload step sends it again, and says why if it fails there
+                with lock:
+                    failed.setdefault(repo.url, " ".join(str(exc).split()) or type(exc).__name__)
+                continue
+            with lock:
+                sent[repo.url].add(sha)
+
+    def hashed(sha: str, path: Path, blob: StagedBlob | None) -> None:
+        with lock:
+            if sha in seen:
+                return
+            seen.add(sha)
+            if blob is not None:
+                staged[sha] = blob
+            lacking = any(sha not in stored[repo.url] for repo in repos)
+            if not lacking and blob is not None:
+                del staged[sha]
+        if not lacking:
+            if blob is not None:
+                blob.path.unlink(missing_ok=True)
+            return
+        if pool is not None:
+            jobs.append(pool.submit(put, sha, path))
+
+    try:
+        if hash_cache is None:
+            with HashCache() as cache:
+                entries = scan_tree(root, hash_cache=cache, spool=spool, on_hashed=hashed)
+        else:
+            entries = scan_tree(root, hash_cache=hash_cache, spool=spool, on_hashed=hashed)
+        for job in list(jobs):
+            job.result()  # staging errors (a file that changed) fail the copy; put errors do not
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for blob in staged.values():
+            blob.path.unlink(missing_ok=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if not entries:
         raise UsageError(f"{root} holds no files; refusing to record an empty backup (is the snapshot path right?)")
     wanted = {e.sha256 for e in entries}
-    missing, present = {}, {}
-    for repo in repos:
-        repo.init()
-        sizes = repo.blob_sizes()  # one listing per repository
-        present[repo.url] = {sha: sizes[sha] for sha in wanted if sha in sizes}
-        missing[repo.url] = wanted - present[repo.url].keys()
-    needed = set().union(*missing.values()) if missing else set()
-    spool.mkdir(parents=True, exist_ok=True)
-    staged = stage_blobs(root, entries, needed, spool)
-    return CopyResult(root=root, entries=entries, staged=staged, missing=missing, present=present, spool=spool)
+    present = {url: {sha: sizes[sha] for sha in wanted if sha in sizes} for url, sizes in stored.items()}
+    missing = {url: wanted - present[url].keys() for url in stored}
+    _stage_missing(root, entries, missing, staged, spool)
+    return CopyResult(root=root, entries=entries, staged=staged, missing=missing, present=present, spool=spool,
+                      started=started, sent=sent, send_failed=failed)
+
+
+def _stage_missing(root: Path, entries: list[FileEntry], missing: dict[str, set[str]], staged: dict[str, StagedBlob],
+                   spool: Path) -> None:
+    """Without sending (send=False), cached contents a repository lacks are staged here."""
+    lacking = set().union(*missing.values()) - staged.keys() if missing else set()
+    if lacking:
+        staged.update(stage_blobs(root, entries, lacking, spool))
 
 
 def make_manifest(copied: CopyResult, *, kind: str, source: SourceInfo, stats: dict, now: datetime | None = None) -> Manifest:
     """The backup's manifest; each repository's copy gets its own stored sizes at upload."""
     check_kind(kind)
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or copied.started or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return Manifest(backup_id=new_backup_id(now), kind=kind, created_at=now, source=source, stats=stats,
                     files=copied.entries, bytes_total=copied.bytes_total)
 
@@ -128,7 +208,13 @@ def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, w
     the blobs that went are staged from the snapshot and sent again (REPLANS times at most), so a
     retry never re-sends the same stale plan into the same failure."""
     retain_until = repo.retain_until(manifest.created_at)  # None unless the repository locks backups
-    todo, sent, extended = set(copied.missing.get(repo.url, set())), set(), 0
+    sent = set(copied.sent.get(repo.url, ()))  # by the copy, locked as this backup's blobs (copied.started)
+    if copied.started != manifest.created_at and retain_until is not None:
+        sent = set()  # a manifest of another time: lock the blobs again to its own end
+    todo, extended = set(copied.missing.get(repo.url, set())) - sent, 0
+    if repo.url in copied.send_failed and todo:
+        log.warning("%s: the copy stopped sending (%s); sending the %d blob(s) left now", repo.url,
+                    copied.send_failed[repo.url], len(todo))
     for attempt in range(REPLANS + 1):
         _stage(copied, todo)
         _put_all(repo, copied, sorted(todo), retain_until, workers, on_upload)
@@ -184,9 +270,9 @@ def backup_directory(repos: Sequence[Repository], root: Path, *, kind: str, sour
     caller's job; the blobs staged in spool are removed, whatever happens."""
     if not repos:
         raise UsageError("backup_directory needs at least one repository")
-    copied = copy_snapshot(Path(root), list(repos), Path(spool))
+    copied = copy_snapshot(Path(root), list(repos), Path(spool), workers=upload_workers, now=now, on_upload=on_upload)
     try:
-        manifest = make_manifest(copied, kind=kind, source=source, stats=stats or {}, now=now)
+        manifest = make_manifest(copied, kind=kind, source=source, stats=stats or {})
         uploads = [upload_backup(repo, copied, manifest, workers=upload_workers, on_upload=on_upload) for repo in repos]
     finally:
         for blob in copied.staged.values():

@@ -162,14 +162,25 @@ def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
     return found
 
 
+HASH_WORKERS = os.cpu_count() or 2  # hashing and zstd release the GIL: one thread per core
+
+
 def scan_tree(
     root: Path,
     *,
     hash_cache: HashCache | None = None,
-    workers: int = 2,
+    workers: int = HASH_WORKERS,
     follow_root_symlink: bool = False,
+    spool: Path | None = None,
+    on_hashed: Callable[[str, Path, StagedBlob | None], None] | None = None,
 ) -> list[FileEntry]:
-    """Every regular file under root, sorted by relative path, with its size, mode and SHA-256."""
+    """Every regular file under root, sorted by relative path, with its size, mode and SHA-256.
+
+    on_hashed(sha, path, staged) is called (from worker threads) as soon as each file's hash is
+    known, so the caller can start sending while the scan goes on. With a spool, a file the hash
+    cache does not know is compressed into it in the same read as its hashing (staged; None for
+    cached files): an unknown file is almost always new content, and reading it once instead of
+    twice is most of a full backup's disk and CPU work."""
     root = Path(root)
     if root.is_symlink():
         if not follow_root_symlink:
@@ -188,14 +199,24 @@ def scan_tree(
         if cached:
             shas[rel] = cached
             hits.append(st)
+            if on_hashed is not None:
+                on_hashed(cached, path, None)
         else:
             to_hash.append((rel, path, st))
 
     def hash_one(item: tuple[str, Path, os.stat_result]) -> tuple[str, str, int]:
         rel, path, st = item
-        sha, size = sha256_file(path)
+        staged = None
+        if spool is None:
+            sha, size = sha256_file(path)
+        else:
+            sha, size, staged = stage_new(path, Path(spool))
         if size != st.st_size:
+            if staged is not None:
+                staged.path.unlink(missing_ok=True)
             raise IntegrityError(f"{path} changed size while it was read ({st.st_size} -> {size} bytes); is the snapshot live?")
+        if on_hashed is not None:
+            on_hashed(sha, path, staged)
         return rel, sha, size
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -255,13 +276,14 @@ class HashingWriter:
 
 
 def compress_file(
-    src: Path, dst: Path, *, level: int = DEFAULT_LEVEL, threads: int = 0, expect_sha256: str | None = None
+    src: Path, dst: Path, *, level: int = DEFAULT_LEVEL, threads: int = 0, expect_sha256: str | None = None,
+    plain: list | None = None,
 ) -> tuple[str, int]:
     """Stream-compress src into dst with zstd (frame checksum on); return (SHA-256 of dst's bytes, dst's size).
 
-    With expect_sha256, the uncompressed bytes are hashed on the way through and a mismatch
-    (the file changed since it was scanned) raises IntegrityError and removes dst: a blob must
-    hold exactly the content its name promises.
+    The uncompressed bytes are hashed on the way through: with expect_sha256 a mismatch (the file
+    changed since it was scanned) raises IntegrityError and removes dst, since a blob must hold
+    exactly the content its name promises; plain, when given, receives (their SHA-256, their size).
     """
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     size = os.stat(src).st_size
@@ -272,6 +294,8 @@ def compress_file(
             cctx.copy_stream(reader, writer, size=size, read_size=CHUNK, write_size=CHUNK)
         if expect_sha256 is not None and reader.digest.hexdigest() != expect_sha256:
             raise IntegrityError(f"{src} changed since it was scanned (SHA-256 {reader.digest.hexdigest()}, expected {expect_sha256})")
+        if plain is not None:
+            plain.extend((reader.digest.hexdigest(), reader.size))
     except zstandard.ZstdError as exc:
         Path(dst).unlink(missing_ok=True)
         raise IntegrityError(f"{src} could not be compressed (did it change while read?): {exc}") from None
@@ -383,3 +407,14 @@ def stage_one(src: Path, sha: str, spool: Path, *, level: int = DEFAULT_LEVEL) -
     dst = Path(spool) / f"{sha}.zst"
     stored_sha, stored_size = compress_file(src, dst, level=level, expect_sha256=sha)
     return StagedBlob(dst, stored_sha, stored_size)
+
+
+def stage_new(src: Path, spool: Path, *, level: int = DEFAULT_LEVEL) -> tuple[str, int, StagedBlob]:
+    """Hash and compress a file in one read: (its SHA-256, its size, the blob staged as spool/<sha>.zst)."""
+    temp = Path(spool) / f".new-{threading.get_ident()}-{time.monotonic_ns()}.zst"
+    plain: list = []
+    stored_sha, stored_size = compress_file(src, temp, level=level, plain=plain)
+    sha, size = plain
+    dst = Path(spool) / f"{sha}.zst"
+    os.replace(temp, dst)  # equal contents compress to equal bytes, so a second file's rename is harmless
+    return sha, size, StagedBlob(dst, stored_sha, stored_size)

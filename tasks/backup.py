@@ -23,8 +23,11 @@ def snapshot(client: QilbeeClient, mode: str, container: str | None, data_path: 
 def copy(taken: TakenSnapshot, repos: list, spool: Path) -> backups.CopyResult:
     logger = get_logger()
     result = backups.copy_snapshot(taken.path, repos, spool)
-    logger.info("scanned %d files (%d bytes); staged %d new blobs (%d bytes compressed)",
-                len(result.entries), result.bytes_total, len(result.staged), result.bytes_staged)
+    logger.info("scanned %d files (%d bytes); staged %d new blobs (%d bytes compressed); sent %s",
+                len(result.entries), result.bytes_total, len(result.staged), result.bytes_staged,
+                ", ".join(f"{len(shas)} to {url}" for url, shas in result.sent.items()))
+    for url, why in result.send_failed.items():
+        logger.warning("%s: sending stopped during the copy (%s); the upload step sends the rest", url, why)
     return result
 
 

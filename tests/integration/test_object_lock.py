@@ -50,8 +50,8 @@ def sha_of(manifest, name: str) -> str:
 
 def run_backup(repo: Repository, root: Path, spool: Path, *, now: datetime | None = None, kind: str = "daily"):
     """The flow's steps: copy, manifest, upload (the commit point)."""
-    copied = backups.copy_snapshot(root, [repo], spool)
-    manifest = backups.make_manifest(copied, kind=kind, source=SOURCE, stats={}, now=now)
+    copied = backups.copy_snapshot(root, [repo], spool, now=now)  # the backup's time: its blobs' lock starts there
+    manifest = backups.make_manifest(copied, kind=kind, source=SOURCE, stats={})
     return manifest, backups.upload_backup(repo, copied, manifest)
 
 
@@ -152,7 +152,7 @@ def test_prune_leaves_a_locked_backup_whole_and_removes_it_for_real_once_the_loc
     old_until = old.created_at + DAY
     # An interrupted run's blob: uploaded locked, named by no manifest.
     write_tree(tmp_path / "interrupted", {"orphan.sst": b"never committed" * 100})
-    interrupted = backups.copy_snapshot(tmp_path / "interrupted", [writer], tmp_path / "spool")
+    interrupted = backups.copy_snapshot(tmp_path / "interrupted", [writer], tmp_path / "spool", send=False)
     orphan_sha = interrupted.entries[0].sha256
     writer.put_blob(orphan_sha, interrupted.staged[orphan_sha], retain_until=old_until)
     (root / "old.sst").unlink()

@@ -108,7 +108,7 @@ def test_an_interrupted_backup_commits_nothing_and_the_next_run_uploads_only_the
         backup(repo, snapshot, tmp_path, uploads=crash, upload_workers=2)
     assert repo.backup_ids() == []
     already = set(repo.blob_sizes())
-    assert 6 <= len(already) <= 7
+    assert 6 <= len(already) <= 9  # copy and upload step each stop at their first failure (one put in flight beside it)
     rerun = Uploads()
     m = backup(repo, snapshot, tmp_path, uploads=rerun)
     assert sorted(rerun.shas) == sorted(m.blob_shas() - already)

@@ -121,7 +121,9 @@ def test_an_interrupted_backup_leaves_no_manifest_and_the_next_run_reuses_its_bl
     assert repo.backup_ids() == []
     assert repo.list_backups() == []
     stored_before = set(repo.blob_sizes())
-    assert 9 <= len(stored_before) <= 10  # the failing put, and at most one in flight beside it
+    # The copy stops sending at its first failure (at most one put in flight beside it), then the
+    # upload step tries the rest again and stops the same way: never all 19.
+    assert 9 <= len(stored_before) <= 12
     assert not any((tmp_path / "spool").iterdir())  # no staged blob left behind
 
     rerun = Uploads()
