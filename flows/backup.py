@@ -43,6 +43,7 @@ from qilbee_backup.manifest import (
 from qilbee_backup.report import artifact_key
 from qilbee_backup.spool import clean_stale_spools, new_spool, remove_spool
 from tasks import backup as steps
+from tasks import maintenance as maintenance_steps
 from tasks.secrets import resolve_api_key
 from tasks.steps import get_logger, publish_table
 
@@ -142,13 +143,13 @@ def backup(
                 released = steps.release_checkpoint_step(client, taken, keep_checkpoints)  # committed everywhere
             finally:
                 taken.cleanup()
-            checks = [steps.verify.submit(repo, manifest.backup_id, read_data) for repo in repositories]
+            checks = [maintenance_steps.verify.submit(repo, manifest.backup_id, read_data) for repo in repositories]
             verified = [c.result() for c in checks]
             pruned = []
             # Never prune beside a failed verify: the new backup may not be restorable, and the
             # rules would count it and remove an older good one in its place.
             if rules and all(v["ok"] for v in verified):
-                pruned = [steps.prune(repo, kind, rules, grace, False, name) for repo in repositories]
+                pruned = [maintenance_steps.prune(repo, kind, rules, grace, False, name) for repo in repositories]
             elif rules:
                 logger.warning("not pruning: backup %s failed verification", manifest.backup_id)
     finally:

@@ -15,7 +15,7 @@ from flows.runbook import runbook
 from qilbee_backup.repository import open_repository
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import check_backup_ref
-from tasks import backup as steps
+from tasks import maintenance as steps
 from tasks.steps import get_logger, publish_rows, publish_table
 
 

@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(given: dict[str, Any]) -> Any:
-    from flows.archive import list_archives
-    from flows.maintenance import list_backups
-
-    # Reading only: never a flow run, whatever the mode (as quick as the listing itself).
-    return run_flow(list_archives if given.get("archives") else list_backups, pick(given, "repo", "kind", "source_name"),
-                    read_only=True)
+    # Reading only: never a flow run, whatever the mode (as quick as the listing itself); and only
+    # the runbook asked for is imported (the archive flow pulls in the server client).
+    if given.get("archives"):
+        from flows.archive import list_archives as runbook
+    else:
+        from flows.maintenance import list_backups as runbook
+    return run_flow(runbook, pick(given, "repo", "kind", "source_name"), read_only=True)
