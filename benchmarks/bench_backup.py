@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PY, REPO_ROOT, copy_tree, emulator, mib, moto, prefect_server, run_measured, tree_bytes  # noqa: E402
+from common import KEEP_SNAPSHOTS, PY, REPO_ROOT, copy_tree, emulator, mib, moto, prefect_server, run_measured, tree_bytes  # noqa: E402
 
 
 def new_content_bytes(old: Path, new: Path) -> int:
@@ -35,7 +35,8 @@ def new_content_bytes(old: Path, new: Path) -> int:
 
 def ours(env: dict, source: str, repo: str, data_dir: Path) -> tuple[dict, Path]:
     """Our CLI end to end (it takes the snapshot itself); the others then back up that same snapshot."""
-    seconds, peak, out = run_measured([PY, "-m", "qilbee_cli", "backup", "--source", source, "--repo", repo, "--json"], env)
+    seconds, peak, out = run_measured([PY, "-m", "qilbee_cli", "backup", "--source", source, "--repo", repo, *KEEP_SNAPSHOTS,
+                                       "--json"], env)
     result = json.loads(out)
     return ({"seconds": seconds, "peak_rss": peak, "uploaded": result["bytes_uploaded"], "flow_s": result["duration_s"]},
             data_dir / "snapshots" / result["snapshot_id"])

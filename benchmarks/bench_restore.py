@@ -19,7 +19,6 @@ here is stopped by its PID, and the run's scratch directory is removed (the cach
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -28,12 +27,26 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PY, REPO_ROOT, emulator, mib, moto, prefect_server, tree_bytes  # noqa: E402
+from common import (  # noqa: E402
+    KEEP_SNAPSHOTS,
+    PY,
+    REPO_ROOT,
+    bench_env,
+    cached_database,
+    check_identical,
+    emulator,
+    fresh_dir,
+    mib,
+    moto,
+    prefect_server,
+    run_measured,
+    tree_bytes,
+    tree_digests,
+)
 
 sys.path.insert(0, str(REPO_ROOT))
 from qilbee_backup.provision.base import Instance  # noqa: E402
@@ -45,68 +58,11 @@ GUIDE_ARCHIVE = "qilbee-backup.tar.gz"
 TOOLS = ("ours", "guide", "guide-ranged", "restic")
 
 
-# -- running and checking ------------------------------------------------------------------------
-
-
-def measured(args: list[str], env: dict, cwd: Path | None = None) -> tuple[float, int, str]:
-    """(seconds, the child's own peak RSS in bytes, stdout). Like common.run_measured, but the child
-    is killed by its PID when this script is interrupted while waiting (common's would leave it running)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(args, env=env, cwd=cwd or REPO_ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        tail = " | ".join(stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"{' '.join(map(str, args[:5]))} failed (exit {proc.returncode}): {tail}")
-    return seconds, usage.ru_maxrss * 1024, stdout
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    """Relative path → SHA-256 of every file under root (symlinks and other non-files included as such)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            out[rel] = "symlink:" + os.readlink(path)
-        elif path.is_file():
-            with open(path, "rb") as f:
-                out[rel] = hashlib.file_digest(f, "sha256").hexdigest()
-        elif not path.is_dir():
-            out[rel] = "special"
-    return out
-
-
-def check_identical(expected: dict[str, str], restored: Path, who: str) -> None:
-    got = tree_digests(restored)
-    if got == expected:
-        return
-    missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
-    differ = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
-    raise RuntimeError(f"{who} restored different data into {restored}: {len(missing)} files missing {missing[:3]}, "
-                       f"{len(extra)} extra {extra[:3]}, {len(differ)} with other content {differ[:3]}")
-
-
-def fresh_dir(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 # -- the restores ---------------------------------------------------------------------------------
 
 
 def restore_ours(env: dict, repo: str, target: Path) -> dict:
-    seconds, peak, out = measured([*CLI, "restore", "--repo", repo, "--data-dir", str(target), "--no-check", "--json"], env)
+    seconds, peak, out = run_measured([*CLI, "restore", "--repo", repo, "--data-dir", str(target), "--no-check", "--json"], env)
     result = json.loads(out)
     return {"seconds": seconds, "peak_rss": peak, "restore_s": result["duration_s"], "bytes_downloaded": result["bytes_downloaded"]}
 
@@ -120,8 +76,8 @@ def restore_guide(env: dict, url: str, target: Path, scratch: Path, ranged: bool
     download = fresh_dir(scratch / "guide-download")
     config = scratch / ("aws-config" if ranged else "aws-config-one-get")
     try:
-        cp_s, cp_peak, _ = measured(["aws", "s3", "cp", "--quiet", url, "."], dict(env, AWS_CONFIG_FILE=str(config)), cwd=download)
-        tar_s, tar_peak, _ = measured(["tar", "-xzf", str(download / GUIDE_ARCHIVE), "-C", str(target)], env)
+        cp_s, cp_peak, _ = run_measured(["aws", "s3", "cp", "--quiet", url, "."], dict(env, AWS_CONFIG_FILE=str(config)), cwd=download)
+        tar_s, tar_peak, _ = run_measured(["tar", "-xzf", str(download / GUIDE_ARCHIVE), "-C", str(target)], env)
     finally:
         shutil.rmtree(download, ignore_errors=True)
     return {"seconds": cp_s + tar_s, "download_s": cp_s, "unpack_s": tar_s, "peak_rss": max(cp_peak, tar_peak)}
@@ -130,7 +86,7 @@ def restore_guide(env: dict, url: str, target: Path, scratch: Path, ranged: bool
 def restore_restic(env: dict, target: Path) -> dict:
     # A new host has no restic cache: start each restore without one.
     shutil.rmtree(env["XDG_CACHE_HOME"], ignore_errors=True)
-    seconds, peak, _ = measured(["restic", "restore", "latest", "--target", str(target)], env)
+    seconds, peak, _ = run_measured(["restic", "restore", "latest", "--target", str(target)], env)
     return {"seconds": seconds, "peak_rss": peak}
 
 
@@ -188,9 +144,9 @@ def disaster_recovery(env: dict, repo: str, scratch: Path) -> dict:
     data_root = fresh_dir(scratch / "dr")
     result = None
     try:
-        seconds, peak, out = measured([*CLI, "dr", "--repo", repo, "--provider", "process", "--dns", "hosts",
-                                       "--record", DR_RECORD, "--hosts-file", str(hosts), "--data-root", str(data_root),
-                                       "--json"], env)
+        seconds, peak, out = run_measured([*CLI, "dr", "--repo", repo, "--provider", "process", "--dns", "hosts",
+                                           "--record", DR_RECORD, "--hosts-file", str(hosts), "--data-root", str(data_root),
+                                           "--json"], env)
         result = json.loads(out)
     finally:
         if result is not None and result.get("instance", {}).get("pid"):
@@ -213,26 +169,6 @@ def disaster_recovery(env: dict, repo: str, scratch: Path) -> dict:
 # -- setup -----------------------------------------------------------------------------------------
 
 
-def bench_env(scratch: Path, s3: str, api: str, bucket: str) -> dict:
-    (scratch / "aws-config").write_text("[default]\nregion = us-east-1\n")
-    (scratch / "aws-config-one-get").write_text("[default]\nregion = us-east-1\ns3 =\n  multipart_threshold = 64GB\n")
-    return dict(os.environ, PREFECT_API_URL=api, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=s3, AWS_ENDPOINT_URL_S3=s3,
-                AWS_CONFIG_FILE=str(scratch / "aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(scratch / "aws-credentials"),
-                XDG_CACHE_HOME=str(scratch / "cache"), RESTIC_PASSWORD="bench-only",
-                RESTIC_REPOSITORY=f"s3:{s3}/{bucket}/restic", PYTHONPATH=str(REPO_ROOT))
-
-
-def cached_database(workdir: Path, size_mib: int) -> Path:
-    base = workdir / f"db-{size_mib}"
-    if not base.exists():
-        making = workdir / f".db-{size_mib}.making"
-        shutil.rmtree(making, ignore_errors=True)
-        subprocess.run([PY, str(REPO_ROOT / "benchmarks" / "make_database.py"), str(making), "--size-mib", str(size_mib)], check=True)
-        making.rename(base)  # only a complete database is cached
-    return base
-
-
 def run(size_mib: int, workdir: Path, rounds: int, scratch: Path) -> dict:
     load_at_start = os.getloadavg()
     base = cached_database(workdir, size_mib)
@@ -248,7 +184,7 @@ def run(size_mib: int, workdir: Path, rounds: int, scratch: Path) -> dict:
         live = scratch / "live"
         shutil.copytree(base, live)
         with emulator(live, scratch) as source:
-            backup_s, _, out = measured([*CLI, "backup", "--source", source, "--repo", repo, "--json"], env)
+            backup_s, _, out = run_measured([*CLI, "backup", "--source", source, "--repo", repo, *KEEP_SNAPSHOTS, "--json"], env)
         backup = json.loads(out)
         snap = live / "snapshots" / backup["snapshot_id"]
         expected = tree_digests(snap)
