@@ -8,6 +8,13 @@ Immutability (S3 Object Lock) is optional: a destination that can lock says for 
 (blobs and manifests, never lock files or the config) and lengthens the lock of blobs a new
 backup reuses (``extend_lock``). A destination that cannot lock refuses ``retain_until`` rather
 than store the object unlocked: immutability silently missing would be worse than an error.
+
+Storage classes are optional too (pgBackRest's storage features, restic's backend Warmup): a
+destination with them says so (``storage_classes``), writes in another class through
+``with_storage_class``, and tells whether an object can be read now (``object_state``) or must first
+be retrieved from an archive class (``start_retrieval``). One without them keeps the defaults:
+every object is readable, in class "STANDARD". Waiting for a retrieval is not the destination's
+business but qilbee_backup.retrieval's.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ import abc
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, ClassVar, Iterator
 
-from qilbee_backup.errors import UsageError
+from qilbee_backup.errors import NotFound, UsageError
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,28 @@ class ObjectInfo:
     modified: datetime  # timezone-aware UTC
 
 
+@dataclass(frozen=True)
+class ColdState:
+    """Where one object stands. storage_class is "STANDARD" when S3 names none (and for files)."""
+
+    key: str
+    size: int
+    storage_class: str
+    needs_retrieval: bool  # its class (or Intelligent-Tiering archive tier) needs a RestoreObject first
+    restore: str | None = None  # None: no retrieval asked (or its copy expired); "ongoing"; "done"
+    expiry: str | None = None  # when a retrieved copy stops being readable, as S3 says it
+    archive_status: str | None = None  # Intelligent-Tiering: ARCHIVE_ACCESS | DEEP_ARCHIVE_ACCESS
+
+    @property
+    def readable(self) -> bool:
+        return not self.needs_retrieval or self.restore == "done"
+
+
 class Destination(abc.ABC):
     """A place a repository lives: a local directory or an S3 bucket/prefix."""
 
     url: str  # as the operator gave it, with no credentials in it
+    storage_classes: ClassVar[bool] = False  # True: objects can be written in (and read from) storage classes
 
     @abc.abstractmethod
     def put_file(self, key: str, path: Path, *, sha256: str | None = None, retain_until: datetime | None = None) -> None:
@@ -81,6 +106,25 @@ class Destination(abc.ABC):
     def extend_lock(self, key: str, until: datetime) -> bool:
         """Keep the object locked until at least `until` (never shortens); True if it was lengthened."""
         raise UsageError(f"{self.url}: object lock needs an s3:// repository")
+
+    # -- storage classes (optional: a destination without them keeps these defaults) ----
+
+    def with_storage_class(self, storage_class: str | None) -> "Destination":
+        """This destination writing in storage_class: self when that changes nothing (None, the class it
+        already writes in, or no storage classes here), else a new destination the caller closes."""
+        return self
+
+    def object_state(self, key: str) -> ColdState:
+        """Whether the object can be read now, and its class; NotFound when it is missing."""
+        info = self.stat(key)
+        if info is None:
+            raise NotFound(f"{self.url}/{key}: no such object")
+        return ColdState(key, info.size, "STANDARD", needs_retrieval=False)
+
+    def start_retrieval(self, state: ColdState, *, days: int = 7, tier: str = "Standard") -> ColdState:
+        """Ask for a readable copy of an object in an archive class (for `days`, at `tier`): its state
+        with the retrieval ongoing. A readable object (and every object here) is returned as it is."""
+        return state
 
     def close(self) -> None:  # pragma: no cover - optional
         """Release connections and pools."""

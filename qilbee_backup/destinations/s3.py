@@ -17,15 +17,24 @@ Object Lock (S3Options.lock_mode / lock_days): writes given a ``retain_until`` a
 versioned, where a plain DeleteObject only hides the object behind a delete marker (and "succeeds"
 even while it is locked). So on a lock-enabled bucket ``remove`` refuses a locked object
 (ObjectLocked, the object stays) and otherwise deletes every version of the key, freeing the space.
+
+Archive storage classes: GLACIER (Flexible Retrieval) and DEEP_ARCHIVE objects cannot be read until a
+retrieval (RestoreObject) has made a temporary readable copy; so can INTELLIGENT_TIERING objects that
+moved to its archive tiers (HeadObject's ArchiveStatus). GLACIER_IR and every other class read at once.
+HeadObject tells where an object stands (``object_state``): its StorageClass, and a Restore header,
+'ongoing-request="true"' while a retrieval runs and 'ongoing-request="false", expiry-date="..."' once
+the copy is readable (until that date). ``start_retrieval`` sends the RestoreObject.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -47,7 +56,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from qilbee_backup.destinations.base import Destination, ObjectInfo
+from qilbee_backup.destinations.base import ColdState, Destination, ObjectInfo
 from qilbee_backup.destinations.s3_options import LOCK_MODES, MiB, S3Options  # noqa: F401 - S3Options re-exported
 from qilbee_backup.destinations.url import check_key, check_prefix, check_sha256_hex, redact_url
 from qilbee_backup.errors import DestinationError, IntegrityError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
@@ -59,9 +68,13 @@ _NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
 _CHECKSUM_CODES = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 # Bodyless answers (HEAD) carry only the HTTP status as their code.
 _STATUS_NAMES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound", "412": "PreconditionFailed"}
+RETRIEVAL_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})  # read only after a RestoreObject
+_RESTORE_HEADER = re.compile(r'ongoing-request="(true|false)"(?:\s*,\s*expiry-date="([^"]*)")?')
 
 
 class S3Destination(Destination):
+    storage_classes = True
+
     def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -101,11 +114,6 @@ class S3Destination(Destination):
 
     def __repr__(self) -> str:
         return f"S3Destination(url={self.url!r})"
-
-    @property
-    def client(self) -> Any:
-        """The boto3 S3 client (thread-safe), for callers needing S3-only calls."""
-        return self._client
 
     # -- writing --------------------------------------------------------------------
 
@@ -345,6 +353,68 @@ class S3Destination(Destination):
         when = "under legal hold" if until == _FOREVER else f"locked until {until:%Y-%m-%dT%H:%M:%SZ}"
         return ObjectLocked(f"{self._where(key)}: cannot remove: {when} (S3 Object Lock)")
 
+    # -- storage classes and retrieval from the archive classes ------------------------
+
+    def with_storage_class(self, storage_class: str | None) -> "S3Destination":
+        if not storage_class or storage_class == self.options.storage_class:
+            return self
+        return S3Destination(self.bucket, self.prefix, dataclasses.replace(self.options, storage_class=storage_class))
+
+    def object_state(self, key: str) -> ColdState:
+        """One HeadObject; NotFound when the object is missing."""
+        full_key = self._full_key(key)
+        with self._cold_errors("HeadObject", key):
+            head = self._client.head_object(Bucket=self.bucket, Key=full_key)
+        storage_class = head.get("StorageClass") or "STANDARD"
+        archive_status = head.get("ArchiveStatus")
+        restore, expiry = None, None
+        match = _RESTORE_HEADER.search(head.get("Restore") or "")
+        if match:
+            restore = "ongoing" if match.group(1) == "true" else "done"
+            expiry = match.group(2)
+        needs = storage_class in RETRIEVAL_CLASSES or bool(archive_status)
+        return ColdState(key, head["ContentLength"], storage_class, needs, restore, expiry, archive_status)
+
+    def start_retrieval(self, state: ColdState, *, days: int = 7, tier: str = "Standard") -> ColdState:
+        """Ask S3 for a readable copy of the object (RestoreObject); a retrieval already running is fine."""
+        if state.readable:
+            return state
+        if state.storage_class == "DEEP_ARCHIVE" and tier == "Expedited":
+            raise UsageError("DEEP_ARCHIVE has no Expedited retrieval: use --retrieval-tier Standard (within 12 h) or Bulk (within 48 h)")
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        if not state.archive_status:
+            # Intelligent-Tiering's archive tiers move the object back for good: S3 refuses Days there.
+            request["Days"] = days
+        full_key = self._full_key(state.key)
+        try:
+            with self._cold_errors("RestoreObject", state.key, passthrough=("RestoreAlreadyInProgress",)):
+                self._client.restore_object(Bucket=self.bucket, Key=full_key, RestoreRequest=request)
+        except ClientError as e:  # only the passthrough code comes out raw
+            if _raw_code(e) != "RestoreAlreadyInProgress":
+                raise  # pragma: no cover - _cold_errors converts every other code
+        log.info("%s/%s: retrieval from %s started (%s tier)", self.url, state.key, state.storage_class, tier)
+        return dataclasses.replace(state, restore="ongoing", expiry=None)
+
+    @contextmanager
+    def _cold_errors(self, operation: str, key: str, passthrough: tuple[str, ...] = ()) -> Iterator[None]:
+        """HeadObject / RestoreObject's failure as one line naming the object and S3's code, never a credential."""
+        where = f"{self.url}/{key}"
+        try:
+            yield
+        except ClientError as e:
+            code = _raw_code(e)
+            if code in passthrough:
+                raise
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            if code in _NOT_FOUND_CODES:
+                raise NotFound(f"{where}: no such object") from None
+            if code == "GlacierExpeditedRetrievalNotAvailable":
+                raise DestinationError(f"{where}: S3 has no Expedited retrieval capacity right now; use the Standard tier") from None
+            message = " ".join(str(e.response.get("Error", {}).get("Message", "")).split())
+            raise DestinationError(f"{where}: {operation} failed: {code} (HTTP {status}){': ' + message if message else ''}") from None
+        except BotoCoreError as e:
+            raise DestinationError(f"{where}: {operation} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+
     def close(self) -> None:
         self._client.close()
 
@@ -438,6 +508,11 @@ def _code(error: ClientError) -> str:
         error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "Unknown")
     )
     return _STATUS_NAMES.get(code, code)
+
+
+def _raw_code(error: ClientError) -> str:
+    """S3's error code as botocore gives it (the HTTP status for a bodyless answer)."""
+    return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
 
 def _retry_attempts(error: ClientError) -> int:

@@ -57,8 +57,8 @@ def leftovers(destination: Destination) -> list[str]:
         if not destination.root.exists():
             return []
         return [str(p.relative_to(destination.root)) for p in destination.root.rglob("*") if p.is_file()]
-    uploads = destination.client.list_multipart_uploads(Bucket=destination.bucket).get("Uploads", [])
-    objects = destination.client.list_objects_v2(Bucket=destination.bucket).get("Contents", [])
+    uploads = destination._client.list_multipart_uploads(Bucket=destination.bucket).get("Uploads", [])
+    objects = destination._client.list_objects_v2(Bucket=destination.bucket).get("Contents", [])
     return [u["Key"] for u in uploads] + [o["Key"] for o in objects]
 
 
@@ -375,7 +375,7 @@ def test_s3_unreachable_endpoint_fails_after_bounded_retries(moto_server):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     dest = open_destination("s3://some-bucket/repo", endpoint_url=closed, max_attempts=3, connect_timeout=1)
     attempts = []
-    dest.client.meta.events.register("before-send.s3", lambda **kwargs: attempts.append(1))
+    dest._client.meta.events.register("before-send.s3", lambda **kwargs: attempts.append(1))
     started = time.monotonic()
     with pytest.raises(DestinationError) as caught:
         dest.put_bytes("k", b"x")

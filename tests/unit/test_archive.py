@@ -412,7 +412,7 @@ def test_s3_answers_moto_never_gives(monkeypatch):
     dest = S3Destination("qb-stubbed", "repo", S3Options(endpoint_url="http://127.0.0.1:9", max_attempts=1))
     key = archives.archive_key(new_backup_id())
     where = {"Bucket": "qb-stubbed", "Key": f"repo/{key}"}
-    with Stubber(dest.client) as stub:
+    with Stubber(dest._client) as stub:
         stub.add_response("head_object", {"ContentLength": 10, "StorageClass": "GLACIER"}, where)
         stub.add_client_error("restore_object", "RestoreAlreadyInProgress", "Object restore is already in progress", 409)
         with pytest.raises(RetrievalPending, match="is in GLACIER: retrieval started"):

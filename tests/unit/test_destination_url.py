@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from qilbee_backup.destinations.url import (
     parse_url,
     redact_url,
 )
-from qilbee_backup.errors import UsageError
+from qilbee_backup.destinations.base import ColdState
+from qilbee_backup.errors import NotFound, UsageError
 
 
 @pytest.mark.parametrize(
@@ -143,9 +146,43 @@ def test_open_destination_picks_the_class(tmp_path):
     assert isinstance(remote, S3Destination)
     assert (remote.bucket, remote.prefix, remote.url) == ("bucket", "team/repo", "s3://bucket/team/repo")
     assert remote.options.storage_class == "STANDARD_IA" and remote.options.max_concurrency == 16
-    assert remote.client.meta.config.max_pool_connections >= 16
+    assert remote._client.meta.config.max_pool_connections >= 16
     assert repr(remote) == "S3Destination(url='s3://bucket/team/repo')"
     remote.close()
+
+
+def test_storage_classes_are_a_capability_a_destination_declares(tmp_path):
+    """Callers ask the interface (storage_classes, with_storage_class, object_state, start_retrieval),
+    never an S3 client: there is none to reach for."""
+    local = open_destination(str(tmp_path / "repo"))
+    assert local.storage_classes is False and local.with_storage_class("DEEP_ARCHIVE") is local
+    with pytest.raises(NotFound, match=r"/missing: no such object"):
+        local.object_state("missing")
+    local.put_bytes("k", b"12345")
+    state = local.object_state("k")
+    assert (state.key, state.size, state.storage_class, state.readable) == ("k", 5, "STANDARD", True)
+    assert local.start_retrieval(state, days=1, tier="Bulk") is state
+
+    remote = open_destination("s3://bucket/repo", storage_class="STANDARD_IA", endpoint_url="http://127.0.0.1:9")
+    assert remote.storage_classes is True and not hasattr(remote, "client")
+    assert remote.with_storage_class(None) is remote and remote.with_storage_class("STANDARD_IA") is remote
+    cold = remote.with_storage_class("GLACIER")  # a destination of its own, which the caller closes
+    assert isinstance(cold, S3Destination) and cold is not remote
+    assert (cold.url, cold.options.storage_class, cold.options.endpoint_url) == (remote.url, "GLACIER", "http://127.0.0.1:9")
+    readable = ColdState("k", 5, "GLACIER", needs_retrieval=True, restore="done")
+    assert remote.start_retrieval(readable) is readable  # nothing asked of S3
+    for dest in (cold, remote):
+        dest.close()
+
+
+def test_retrieval_orchestration_needs_no_boto3():
+    """retrieval (imported by the restore runbook) and the archive store ask the destination's interface:
+    neither loads the S3 destination, nor botocore."""
+    code = ("import sys, qilbee_backup.retrieval, qilbee_backup.cold_archive.store; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore') "
+            "or m == 'qilbee_backup.destinations.s3'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_file_destination_ignores_s3_options(tmp_path):
