@@ -98,7 +98,11 @@ class Bench:
     api: str | None
     modes: list[str]
     ours_args: list[str]
+    plain: bool = False  # our repositories unencrypted (backup --insecure-no-encryption)
     prefect_warm: bool = False
+
+    def args_for(self, command: str) -> list[str]:
+        return [*self.ours_args, *(["--insecure-no-encryption"] if self.plain and command == "backup" else [])]
 
 
 @dataclass
@@ -130,7 +134,7 @@ def ours(b: Bench, s: Size, mode: str, args: list[str]) -> tuple[dict, Any]:
     Prefect server would make one in PREFECT_HOME)."""
     flag = "--prefect" if mode == "prefect" else "--no-prefect"
     before = completed_flow_runs(b.api) if mode == "prefect" else 0
-    seconds, peak, out = run_measured([*QILBEE, *args, "--json", flag, *b.ours_args], s.env[mode])
+    seconds, peak, out = run_measured([*QILBEE, *args, "--json", flag, *b.args_for(args[0])], s.env[mode])
     cell = {"seconds": seconds, "peak_rss": peak}
     if mode == "prefect":
         cell["flow_runs"] = completed_flow_runs(b.api) - before
@@ -155,7 +159,7 @@ def warm_prefect(b: Bench, s: Size, source: str) -> None:
     env = dict(s.env["prefect"], XDG_CACHE_HOME=str(s.scratch / "cache-warmup"))
     t0 = time.perf_counter()
     run_measured([*QILBEE, "backup", "--source", source, "--repo", f"s3://{s.bucket}/prefect-warmup", "--json", "--prefect",
-                  *b.ours_args], env)
+                  *b.args_for("backup")], env)
     b.prefect_warm = True
     time.sleep(PREFECT_SETTLE_S)
     print(f"warmed the Prefect server with one flow run ({time.perf_counter() - t0:.1f} s, not counted)", file=sys.stderr)
@@ -427,6 +431,8 @@ def main() -> int:
     ap.add_argument("--ours-args", default="", help="extra arguments for each of our backup, list and restore commands "
                                                     "(one string, split like a shell would; a lone flag needs the = form: "
                                                     "--ours-args=--read-data)")
+    ap.add_argument("--plain", action="store_true", help="our repositories unencrypted (backup --insecure-no-encryption); "
+                                                         "default: encrypted, as restic's, under the passphrase bench-only")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/qilbee-bench"), help="holds the cached databases and the results")
     ap.add_argument("--keep", action="store_true", help="keep the run's scratch directory (logs, caches) for a look")
     args = ap.parse_args()
@@ -455,7 +461,7 @@ def main() -> int:
         with ExitStack() as servers:
             s3 = servers.enter_context(moto(scratch))
             api = servers.enter_context(prefect_server(scratch)) if "prefect" in modes else None
-            bench = Bench(s3, api, modes, shlex.split(args.ours_args))
+            bench = Bench(s3, api, modes, shlex.split(args.ours_args), plain=args.plain)
             for size in sizes:
                 rows.append(run_size(bench, workdir, size, scratch))
     except BaseException:
@@ -466,9 +472,10 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     found = verdicts(rows, modes)
-    result = {"sizes": rows, "verdicts": found, "modes": modes, "ours_args": args.ours_args, "ours_command": QILBEE,
+    result = {"sizes": rows, "verdicts": found, "modes": modes, "ours_args": args.ours_args, "plain": args.plain, "ours_command": QILBEE,
               "restic": restic_version, "cpus": os.cpu_count()}
-    (workdir / "results-commands.json").write_text(json.dumps(result, indent=2))
+    out = workdir / ("results-commands-plain.json" if args.plain else "results-commands.json")
+    out.write_text(json.dumps(result, indent=2))
     print(table(rows, modes))
     print()
     print(NOTES)
@@ -480,7 +487,7 @@ def main() -> int:
           + ": figures are indicative)")
     print()
     print(verdict_table(rows, found))
-    print(f"\nresults: {workdir / 'results-commands.json'}")
+    print(f"\nresults: {out}")
     return 0
 
 

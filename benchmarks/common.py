@@ -175,7 +175,7 @@ def bench_env(scratch: Path, s3: str, api: str | None, bucket: str) -> dict:
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=s3, AWS_ENDPOINT_URL_S3=s3,
                AWS_CONFIG_FILE=str(scratch / "aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(scratch / "aws-credentials"),
-               XDG_CACHE_HOME=str(scratch / "cache"), RESTIC_PASSWORD="bench-only",
+               XDG_CACHE_HOME=str(scratch / "cache"), RESTIC_PASSWORD="bench-only", QILBEE_PASSWORD="bench-only",
                RESTIC_REPOSITORY=f"s3:{s3}/{bucket}/restic", PYTHONPATH=str(REPO_ROOT))
     if api is None:
         for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):

@@ -61,12 +61,14 @@ def archive(
     spool_dir: PathText | None = None,
     source_name: SourceName | None = None,
     keep_checkpoints: Count = 0,
+    insecure_no_encryption: bool = False,
 ) -> dict:
     """Archive one QilbeeDB server: one self-contained tar + zstd file in a cold storage class, then prune old archives.
 
     The archive lands in each repository as archives/<id>.tar.zst (in storage_class) with its record
     archives/<id>.json (standard class, written last). It restores with `restore --archive ID`, or by
-    hand: `zstd -dc ID.tar.zst | tar -x -C DIR && (cd DIR/data && sha256sum -c ../SHA256SUMS)`.
+    hand: `zstd -dc ID.tar.zst | tar -x -C DIR && (cd DIR/data && sha256sum -c ../SHA256SUMS)` (in an
+    encrypted repository, first `scripts/decrypt_object.py --repo DIR archives/ID.tar.zst > ID.tar.zst`).
 
     Args:
         source: URL of the QilbeeDB server to archive.
@@ -88,6 +90,8 @@ def archive(
             crosses databases. Default: host-port of the source URL.
         keep_checkpoints: Server checkpoints to keep once the archive is committed: 0 deletes the one this run took;
             N keeps the newest N (other runs' younger than an hour are spared).
+        insecure_no_encryption: Make a new repository unencrypted (readable by whoever reads the bucket); by
+            default a new repository is encrypted under the passphrase the worker has.
     """
     logger = get_logger()
     started = time.monotonic()
@@ -99,7 +103,7 @@ def archive(
     repositories = [open_repository(url, must_exist=False, **({"sse": sse} if sse else {})) for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     # Nothing is written before the input is valid and the source answers; then the repositories exist.
-    backups.prepare(repositories, client)
+    backups.prepare(repositories, client, encrypt=not insecure_no_encryption)
     clean_stale_spools(spool_dir)  # of runs that were killed: nobody else removes them
     spool = new_spool(spool_dir)
     try:
@@ -134,7 +138,8 @@ def archive(
         "archive_sha256": built.sha256,
         "duration_s": round(time.monotonic() - started, 3),
         "destinations": [
-            {"url": repo.url, "storage_class": v["storage_class"], "verified": v["ok"]}
+            {"url": repo.url, "storage_class": v["storage_class"], "stored_bytes": repo.stored_bytes(built.size),
+             "encrypted": repo.key is not None, "verified": v["ok"]}
             for repo, v in zip(repositories, verified)
         ],
         "pruned": [{"url": p["url"], "removed": [r["archive_id"] for r in p["removed"]],

@@ -84,6 +84,7 @@ def backup(
     grace: Grace = "1h",
     source_name: SourceName | None = None,
     keep_checkpoints: Count = 0,
+    insecure_no_encryption: bool = False,
 ) -> dict:
     """Back up one QilbeeDB server to one or more repositories (3-2-1), then verify and prune them.
 
@@ -112,6 +113,9 @@ def backup(
             series when disaster recovery moves it to another URL.
         keep_checkpoints: Server checkpoints to keep once the backup is committed: 0 deletes the one this run took;
             N keeps the newest N (other runs' younger than an hour are spared).
+        insecure_no_encryption: Make a new repository unencrypted (readable by whoever reads the bucket). By
+            default a new repository is encrypted under the passphrase the worker has (QILBEE_PASSWORD, or
+            the Prefect Secret block qilbee-backup-password); existing repositories stay as they are.
     """
     logger = get_logger()
     started = time.monotonic()
@@ -125,7 +129,7 @@ def backup(
                     for url in repos]
     client = QilbeeClient(source, api_key=resolve_api_key(api_key_env, api_key_secret))
     # Nothing is written before the input is valid and the source answers; then the repositories exist.
-    backups.prepare(repositories, client)
+    backups.prepare(repositories, client, encrypt=not insecure_no_encryption)
     clean_stale_spools()  # of runs that were killed: nobody else removes them
     spool = new_spool()
     try:

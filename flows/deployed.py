@@ -11,7 +11,12 @@ from flows.maintenance import list_backups as _list_backups
 from flows.maintenance import prune as _prune
 from flows.maintenance import verify as _verify
 from flows.restore import restore as _restore
+from qilbee_backup.crypto import add_password_source
 from tasks.prefect_runner import as_flow
+from tasks.secrets import password_from_secret_block
+
+# A worker's runs find an encrypted repository's passphrase in a Secret block when its environment has none.
+add_password_source(password_from_secret_block, first=False)
 
 backup = as_flow(_backup, "backup", globals())
 archive = as_flow(_archive, "archive", globals())

@@ -29,6 +29,8 @@ def list_backups(repo: RepoUrl, kind: Kind | None = None, source_name: SourceNam
         source_name: Only the backups of this source database (its name, as `list` shows it).
     """
     repository = open_repository(repo)
+    if repository.key is None:
+        get_logger().warning("%s is unencrypted: whoever can read it can read the backups", repo)
     catalog = repository.catalog(kind=kind, source_name=source_name)
     rows = [
         {"backup_id": m.backup_id, "created_at": m.created_at.isoformat(), "source": m.source.series_name,

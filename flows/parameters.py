@@ -82,6 +82,7 @@ BackupRef = _shaped(f"latest|{BACKUP_ID_RE.pattern}", "a backup id or latest", [
                     max_length=32)
 # Not blank, no surrounding spaces, no control characters.
 _PRINTABLE = r"[^\s\x00-\x1f](?:[^\x00-\x1f]*[^\s\x00-\x1f])?"
+KeyId = _shaped(r"[0-9a-f]{16}", "a key id: 16 hex digits, as `key list` shows it", ["4b05e9fd1abfe021"], max_length=16)
 Text = _shaped(_PRINTABLE, "a non-empty value without surrounding spaces or control characters", ["qilbeedb --data {data_dir}"])
 PathText = _shaped(_PRINTABLE, "a path (not empty, no surrounding spaces or control characters)", ["/var/lib/qilbeedb"])
 Name = _shaped(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}", "a name: letters, digits, '.', '_' or '-'", ["qilbeedb"])

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 from .blobs import HashCache, StagedBlob, scan_tree, stage_blobs, stage_one
 from .errors import NotFound, UsageError
 from .manifest import FileEntry, Manifest, SourceInfo, check_kind, new_backup_id
+from .crypto import KeyRequired, find_password
 from .repository import BlobsMissing, Repository, source_key_for
 
 UPLOAD_WORKERS = 8
@@ -30,12 +31,23 @@ UPLOAD_WORKERS = 8
 log = logging.getLogger(__name__)
 
 
-def prepare(repos: Sequence[Repository], client) -> None:
-    """Before a backup writes anything: the source answers (an unreachable one leaves no trace),
-    then each repository is created, or checked to be one, and upgraded to this version."""
+def prepare(repos: Sequence[Repository], client, *, encrypt: bool = True) -> None:
+    """Before a backup writes anything: the source answers (an unreachable one leaves no trace), each
+    existing repository opens (an encrypted one with its passphrase: a wrong one stops the run here,
+    nothing written), then each new one is created — encrypted under the passphrase given, unless
+    encrypt is False (--insecure-no-encryption) — and older ones upgraded to this version."""
     client.health()
     for repo in repos:
-        repo.init()
+        if repo.exists():
+            repo.unlock()
+    new = [repo for repo in repos if not repo.exists()]
+    passphrase = find_password() if encrypt and new else None
+    if encrypt and new and not passphrase:
+        raise KeyRequired(f"{new[0].url} would be a new repository, and new repositories are encrypted: give a "
+                          "passphrase (QILBEE_PASSWORD, QILBEE_PASSWORD_FILE or --password-file), or "
+                          "--insecure-no-encryption to store the backups readable by whoever reads the bucket")
+    for repo in repos:
+        repo.init(passphrase=passphrase if repo in new else None)
 
 
 @contextmanager
@@ -104,12 +116,12 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
             with lock:
                 staged[sha] = blob
         for repo in repos:
-            if sha in stored[repo.url] or repo.url in failed:
+            if repo.blob_id(sha) in stored[repo.url] or repo.url in failed:
                 continue
             try:
                 repo.put_blob(sha, blob, retain_until=retain[repo.url])
                 if on_upload is not None:
-                    on_upload(repo, sha, blob.stored_size)
+                    on_upload(repo, sha, repo.stored_size(blob))
             except Exception as exc:  # noqa: BLE001 - the upload step sends it again, and says why if it fails there
                 with lock:
                     failed.setdefault(repo.url, " ".join(str(exc).split()) or type(exc).__name__)
@@ -124,7 +136,7 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
             seen.add(sha)
             if blob is not None:
                 staged[sha] = blob
-            lacking = any(sha not in stored[repo.url] for repo in repos)
+            lacking = any(repo.blob_id(sha) not in stored[repo.url] for repo in repos)
             if not lacking and blob is not None:
                 del staged[sha]
         if not lacking:
@@ -154,7 +166,8 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
     if not entries:
         raise UsageError(f"{root} holds no files; refusing to record an empty backup (is the snapshot path right?)")
     wanted = {e.sha256 for e in entries}
-    present = {url: {sha: sizes[sha] for sha in wanted if sha in sizes} for url, sizes in stored.items()}
+    present = {repo.url: {sha: stored[repo.url][repo.blob_id(sha)] for sha in wanted if repo.blob_id(sha) in stored[repo.url]}
+               for repo in repos}
     missing = {url: wanted - present[url].keys() for url in stored}
     _stage_missing(root, entries, missing, staged, spool)
     return CopyResult(root=root, entries=entries, staged=staged, missing=missing, present=present, spool=spool,
@@ -180,7 +193,7 @@ def make_manifest(copied: CopyResult, *, kind: str, source: SourceInfo, stats: d
 def _manifest_for(repo: Repository, copied: CopyResult, manifest: Manifest, sent: set[str] = frozenset()) -> Manifest:
     """Stored sizes as this repository holds them (a blob compressed by another run may differ in size)."""
     sizes = dict(copied.present.get(repo.url, {}))
-    sizes.update({sha: copied.staged[sha].stored_size for sha in set(copied.missing.get(repo.url, ())) | set(sent)})
+    sizes.update({sha: repo.stored_size(copied.staged[sha]) for sha in set(copied.missing.get(repo.url, ())) | set(sent)})
     files = [f.model_copy(update={"stored_size": sizes.get(f.sha256)}) for f in manifest.files]
     return manifest.model_copy(update={"files": files})
 
@@ -227,12 +240,17 @@ def upload_backup(repo: Repository, copied: CopyResult, manifest: Manifest, *, w
         except (BlobsMissing, NotFound) as exc:
             if attempt == REPLANS:
                 raise
-            todo = exc.shas if isinstance(exc, BlobsMissing) else manifest.blob_shas() - repo.blob_sizes().keys()
+            todo = exc.shas if isinstance(exc, BlobsMissing) else {sha for sha, have in _stored(repo, manifest).items() if not have}
             log.warning("%s: %d reused blob(s) vanished before the commit (swept by a prune?); sending them again",
                         repo.url, len(todo))
     return UploadResult(url=repo.url, blobs_sent=len(sent),
-                        bytes_uploaded=sum(copied.staged[s].stored_size for s in sent), backup_id=manifest.backup_id,
+                        bytes_uploaded=sum(repo.stored_size(copied.staged[s]) for s in sent), backup_id=manifest.backup_id,
                         locked_until=retain_until, locks_extended=extended, manifest=committed)
+
+
+def _stored(repo: Repository, manifest: Manifest) -> dict[str, bool]:
+    listing = repo.blob_sizes()
+    return {sha: repo.blob_id(sha) in listing for sha in manifest.blob_shas()}
 
 
 def _stage(copied: CopyResult, shas: set[str]) -> None:
@@ -252,7 +270,7 @@ def _put_all(repo: Repository, copied: CopyResult, shas: list[str], retain_until
         try:
             repo.put_blob(sha, copied.staged[sha], retain_until=retain_until)
             if on_upload is not None:
-                on_upload(repo, sha, copied.staged[sha].stored_size)
+                on_upload(repo, sha, repo.stored_size(copied.staged[sha]))
         except BaseException:
             failed.set()
             raise

@@ -347,9 +347,11 @@ class CountingReader:
         return data
 
 
-def read_blob(dest: Destination, key: str, sink: Callable[[], BinaryIO | None] = lambda: None) -> BlobRead:
+def read_blob(dest: Destination, key: str, sink: Callable[[], BinaryIO | None] = lambda: None, *,
+              opener: Callable[[BinaryIO], BinaryIO] | None = None) -> BlobRead:
     """Stream the stored blob ``key`` from dest, decompressed, into the writer ``sink()`` gives for
-    each attempt (None: hash only), so a retry never appends to a broken first try.
+    each attempt (None: hash only), so a retry never appends to a broken first try. opener wraps
+    the stored stream before decompression (an encrypted repository's authenticated decryption).
 
     A transient failure (TRANSIENT_ERRORS) is tried again, FETCH_ATTEMPTS times in all, and the last
     one raised; damage is raised at once (NotFound, UndecodableBlob, IntegrityError).
@@ -360,7 +362,7 @@ def read_blob(dest: Destination, key: str, sink: Callable[[], BinaryIO | None] =
         try:
             with dest.open_read(key) as raw:
                 reader = CountingReader(raw)
-                sha, size = decompress_stream(reader, writer)
+                sha, size = decompress_stream(reader if opener is None else opener(reader), writer)
             return BlobRead(sha, size, reader.size)
         except TRANSIENT_ERRORS as exc:
             if attempt >= FETCH_ATTEMPTS:

@@ -18,10 +18,10 @@ from typing import Iterable
 
 from pydantic import BaseModel, Field
 
-from .blobs import UndecodableBlob, read_blob
+from .blobs import UndecodableBlob
 from .errors import IntegrityError, NotFound, QilbeeBackupError
 from .manifest import Manifest
-from .repository import Repository, blob_key
+from .repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _read_blob(repo: Repository, sha: str, expected_size: int) -> Finding | None
     """None if the blob decodes to content with this sha and size; else what is wrong, or that it
     could not be read (after read_blob's retries)."""
     try:
-        got = read_blob(repo.dest, blob_key(sha))
+        got = repo.read_blob(sha)
     except NotFound:
         return DAMAGED, MISSING
     except UndecodableBlob as exc:
@@ -131,7 +131,7 @@ def verify_backup(
     sizes = repo.blob_sizes() if blob_sizes is None else blob_sizes
     quick: dict[str, Finding | None] = {}
     for entry in manifest.files:
-        have = sizes.get(entry.sha256)
+        have = sizes.get(repo.blob_id(entry.sha256))
         if have is None:
             quick[entry.sha256] = DAMAGED, MISSING
         elif entry.stored_size is not None and have != entry.stored_size:
@@ -145,7 +145,7 @@ def verify_backup(
         content_sizes = {e.sha256: e.size for e in manifest.files}
         todo = {sha: content_sizes[sha] for sha, reason in quick.items() if reason is None and sha not in cache}
         cache.update(_read_all(repo, todo, workers))
-        read_bytes = sum(sizes[sha] for sha in todo)
+        read_bytes = sum(sizes[repo.blob_id(sha)] for sha in todo)
         for sha, reason in quick.items():
             if reason is None:
                 quick[sha] = cache.get(sha)

@@ -22,9 +22,15 @@ from .errors import NotFound
 from .manifest import FileEntry, Manifest, check_backup_ref
 from .repository import Repository
 
-# The repository's contents are stored as they are today; issue 12 puts an encryption layer under
-# every destination and names its scheme here (the field stays, its value changes).
 UNENCRYPTED = "unencrypted"
+
+
+def encryption_of(config: dict[str, Any] | None) -> str:
+    """How a repository's objects are stored, in one phrase for list and stats."""
+    scheme = (config or {}).get("encryption")
+    if not scheme:
+        return UNENCRYPTED
+    return f"{scheme.get('cipher')}, keyed blob ids ({scheme.get('ids')}), keys by {scheme.get('kdf')}"
 
 
 def ratio(numerator: int, denominator: int) -> float | None:
@@ -79,7 +85,7 @@ def repository_stats(repo: Repository, kind: str | None = None, source_name: str
     except NotFound:
         config = None  # a location holding only archives (written before config.json existed)
     catalog = repo.catalog()  # every readable backup: the selection below, and what references a blob
-    blob_sizes = {sha: info.size for sha, info in repo.blob_infos().items()}
+    by_id = repo.blob_sizes()  # in an encrypted repository a blob's name is a keyed id, not its content's SHA-256
     chosen = [m for m in catalog.backups if (kind is None or m.kind == kind)
               and (source_name is None or m.source.series_name == source_name)]
 
@@ -87,25 +93,26 @@ def repository_stats(repo: Repository, kind: str | None = None, source_name: str
     for manifest in chosen:
         series.setdefault(manifest.series, []).append(manifest)
 
-    referenced = {sha for m in catalog.backups for sha in m.blob_shas()}
-    unreferenced = [sha for sha in blob_sizes if sha not in referenced]
+    referenced = {repo.blob_id(sha): sha for m in catalog.backups for sha in m.blob_shas()}
+    blob_sizes = {referenced[blob]: size for blob, size in by_id.items() if blob in referenced}  # by content
+    unreferenced = [blob for blob in by_id if blob not in referenced]
     return {
         "url": repo.url,
         "format": config.get("format") if config else None,
         "repository_version": config.get("version") if config else None,
         "repository_created_at": config.get("created_at") if config else None,
         "manifest_versions": sorted({m.format_version for m in chosen}),
-        "encryption": UNENCRYPTED,
+        "encryption": encryption_of(config),
         "selection": {"kind": kind, "source_name": source_name},
         **figures(chosen, blob_sizes),
         "damaged_manifests": len(catalog.damaged),
         "damaged": [{"backup_id": d.backup_id, "reason": d.reason} for d in catalog.damaged],
         "series": [{"source": name, "kind": k, **figures(ms, blob_sizes)} for (name, k), ms in sorted(series.items())],
         "repository_blobs": {
-            "blobs": len(blob_sizes),
-            "stored_bytes": sum(blob_sizes.values()),
+            "blobs": len(by_id),
+            "stored_bytes": sum(by_id.values()),
             "unreferenced_blobs": len(unreferenced),
-            "unreferenced_bytes": sum(blob_sizes[sha] for sha in unreferenced),
+            "unreferenced_bytes": sum(by_id[blob] for blob in unreferenced),
             "unreferenced_exact": not catalog.damaged,
         },
     }

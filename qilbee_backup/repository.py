@@ -1,11 +1,15 @@
 """The repository format, on any Destination (restic's model: one small storage interface below).
 
-    config.json                  {"format": "qilbee-backup", "version": 2, "created_at": ...}
-    blobs/<sha[:2]>/<sha>        zstd of one file's content, keyed by the SHA-256 of the *uncompressed* bytes
+    config.json                  {"format": "qilbee-backup", "version": 2, "created_at": ...}; an encrypted
+                                 repository is version 3 and adds "id" and "encryption" (see crypto.py)
+    keys/<key id>.json           encrypted only: the master key wrapped under one passphrase each
+    blobs/<id[:2]>/<id>          zstd of one file's content; id is the SHA-256 of the *uncompressed*
+                                 bytes, or in an encrypted repository HMAC-SHA-256 of it under the
+                                 id key, and the zstd stream is sealed (AES-256-GCM frames)
     backups/<backup_id>.<digest>.json
                                  the manifest: the commit point, written after every blob it names is stored;
                                  <digest> is the SHA-256 of the object's bytes, checked at every read
-    locks/<source_key>.json      one run per source at a time
+    locks/<source_key>.json      one run per source at a time (a keyed name when encrypted)
 
 A manifest seals itself by its name (restic names snapshot files by their hash too): an edit in
 place — a file entry removed and bytes_total adjusted — no longer matches the name, and the
@@ -35,6 +39,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import time
 import uuid
@@ -42,10 +47,24 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from .blobs import StagedBlob
+from .blobs import BlobRead, HashingWriter, StagedBlob, read_blob
+from .crypto import (
+    FRAME,
+    Encryption,
+    KeyRequired,
+    RepoKey,
+    WrongPassphrase,
+    find_password,
+    new_key_id,
+    new_master_key,
+    sealed_size,
+    unwrap_master_key,
+    wrap_master_key,
+)
 from .destinations.base import Destination, ObjectInfo
 from .errors import IntegrityError, LockedError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
 from .manifest import SHA256_RE, Manifest, parse_backup_id
@@ -54,15 +73,18 @@ from .retention import Duration
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "qilbee-backup"
-REPOSITORY_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+REPOSITORY_VERSION = 2  # unencrypted
+ENCRYPTED_VERSION = 3  # encrypted: an older tool, which would write plaintext into it, refuses it
+READABLE_VERSIONS = (1, 2, 3)
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a million files is ~200 MB... of paths; ours hold hundreds
 CONFIG_KEY = "config.json"
+KEYS = "keys/"
 BLOBS = "blobs/"
 BACKUPS = "backups/"
 LOCKS = "locks/"
 _BLOB_KEY_RE = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST_KEY_RE = re.compile(r"backups/(\d{8}T\d{6}Z-[0-9a-f]{6})(?:\.([0-9a-f]{64}))?\.json")
+_KEY_FILE_RE = re.compile(r"keys/([0-9a-f]{16})\.json")
 _SOURCE_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _STALE_TAKEOVER = timedelta(minutes=5)
 
@@ -214,9 +236,11 @@ class RepositoryLock:
 
 
 class Repository:
-    def __init__(self, dest: Destination) -> None:
+    def __init__(self, dest: Destination, key: RepoKey | None = None) -> None:
         self.dest = dest
         self.url = dest.url
+        self.key = key  # the unlocked master key of an encrypted repository (None: unencrypted)
+        self._plain_checked = False  # config read and found unencrypted (so writing plain is right)
 
     def __repr__(self) -> str:
         return f"Repository(url={self.url!r})"
@@ -232,18 +256,156 @@ class Repository:
 
     # -- config ------------------------------------------------------------------------
 
-    def init(self, now: datetime | None = None) -> dict[str, Any]:
-        """Create config.json unless it exists (idempotent, safe to race); check an existing one, and
-        upgrade a version 1 repository before anything is written in the version 2 layout."""
-        config = {"format": FORMAT_NAME, "version": REPOSITORY_VERSION, "created_at": (now or _utcnow()).isoformat()}
+    def init(self, now: datetime | None = None, *, passphrase: str | None = None) -> dict[str, Any]:
+        """Create the repository unless it exists (idempotent, safe to race): encrypted under
+        passphrase (a new master key and its first key file), unencrypted when None. An existing one
+        is checked (and unlocked when a passphrase is given and it is encrypted); a version 1
+        repository is upgraded before anything is written in the version 2 layout."""
+        now = now or _utcnow()
+        config: dict[str, Any] = {"format": FORMAT_NAME, "version": REPOSITORY_VERSION, "created_at": now.isoformat()}
+        key_file = None
+        if passphrase is not None and not self.exists():
+            master, repo_id = new_master_key(), secrets.token_hex(16)
+            config = {**config, "version": ENCRYPTED_VERSION, "id": repo_id, "encryption": Encryption().as_config()}
+            key_id = new_key_id()
+            key_file = f"{KEYS}{key_id}.json"
+            # The key first: a config naming an encryption nobody can open would lock everyone out.
+            self.dest.put_bytes(key_file, json.dumps(wrap_master_key(master, passphrase, repo_id, now=now)).encode())
         if self.dest.put_bytes(CONFIG_KEY, json.dumps(config).encode(), if_absent=True):
+            if key_file is not None:
+                self.key = RepoKey(master, key_id)
             return config
+        if key_file is not None:  # another run created the repository meanwhile: ours is not its key
+            self.dest.remove(key_file)
         existing = self.config()
-        if existing.get("version") != REPOSITORY_VERSION:
+        if existing.get("version") == 1:
             existing = {**existing, "version": REPOSITORY_VERSION}
             self.dest.put_bytes(CONFIG_KEY, json.dumps(existing).encode())  # same bytes if two runs race
             log.info("%s: repository upgraded to version %d (sealed manifest names)", self.url, REPOSITORY_VERSION)
+        if passphrase is not None and self.key is None and self.encrypted(existing):
+            self.unlock(passphrase)
         return existing
+
+    def exists(self) -> bool:
+        return self.dest.stat(CONFIG_KEY) is not None
+
+    def encrypted(self, config: dict[str, Any] | None = None) -> bool:
+        return Encryption.from_config((config or self.config()).get("encryption")) is not None
+
+    # -- keys --------------------------------------------------------------------------
+
+    def key_files(self) -> dict[str, dict[str, Any]]:
+        """Every key file by key id (the master key wrapped under one passphrase each)."""
+        found = {}
+        for info in self.dest.list(KEYS):
+            m = _KEY_FILE_RE.fullmatch(info.key)
+            if not m:
+                continue
+            try:
+                found[m.group(1)] = json.loads(self.dest.get_bytes(info.key))
+            except (ValueError, NotFound):
+                log.warning("%s: ignoring unreadable key file %s", self.url, info.key)
+        return found
+
+    def unlock(self, passphrase: str | None = None) -> None:
+        """Open an encrypted repository's master key with a passphrase (else the first source that
+        has one: QILBEE_PASSWORD, QILBEE_PASSWORD_FILE, a CLI flag or prompt, a Prefect Secret).
+        Nothing to do for an unencrypted one. KeyRequired without a passphrase; WrongPassphrase
+        when no key file opens with it. scrypt runs once per key file tried, once per command."""
+        if self.key is not None:
+            return
+        config = self.config()
+        if not self.encrypted(config):
+            if next(iter(self.dest.list(KEYS)), None) is not None:
+                raise IntegrityError(f"{self.url}: {CONFIG_KEY} says the repository is unencrypted, yet it holds keys "
+                                     "(an edited config?); refusing to write plaintext into it")
+            return
+        passphrase = passphrase or find_password()
+        if not passphrase:
+            raise KeyRequired(f"{self.url} is encrypted: give its passphrase (QILBEE_PASSWORD, QILBEE_PASSWORD_FILE "
+                              "or --password-file)")
+        keys = self.key_files()
+        if not keys:
+            raise IntegrityError(f"{self.url} is encrypted but holds no key file under {KEYS}")
+        for key_id, key_file in sorted(keys.items()):
+            master = unwrap_master_key(key_file, passphrase, config.get("id", ""))
+            if master is not None:
+                self.key = RepoKey(master, key_id)
+                return
+        raise WrongPassphrase(f"{self.url}: wrong passphrase (it opens none of the repository's {len(keys)} key(s))")
+
+    def add_key(self, passphrase: str) -> str:
+        """Wrap the master key under one more passphrase; the new key's id."""
+        self._need_key("add a key")
+        key_id = new_key_id()
+        self.dest.put_bytes(f"{KEYS}{key_id}.json", json.dumps(wrap_master_key(self.key.master, passphrase, self.config()["id"])).encode(),
+                            if_absent=True)
+        return key_id
+
+    def remove_key(self, key_id: str) -> None:
+        """Revoke a passphrase: remove its key file. Never the last one (the data would be lost)."""
+        self._need_key("remove a key")
+        keys = self.key_files()
+        if key_id not in keys:
+            raise UsageError(f"{self.url} has no key {key_id!r} (see key list)")
+        if len(keys) == 1:
+            raise UsageError(f"{key_id} is the repository's last key: removing it would make every backup unreadable")
+        self.dest.remove(f"{KEYS}{key_id}.json")
+
+    def change_passphrase(self, new_passphrase: str) -> str:
+        """Re-wrap the master key under a new passphrase and remove the key that opened it; the data
+        is not touched. Returns the new key's id."""
+        self._need_key("change the passphrase")
+        old = self.key.key_id
+        new = self.add_key(new_passphrase)
+        if old is not None:
+            self.dest.remove(f"{KEYS}{old}.json")
+        self.key.key_id = new
+        return new
+
+    def _need_key(self, what: str) -> None:
+        if self.key is None:
+            raise UsageError(f"{self.url} is not encrypted: there is no key to {what} "
+                             "(make an encrypted repository with init and copy the backups by backing up again)")
+
+    # -- sealing: identity in an unencrypted repository ---------------------------------
+
+    def seal(self, data: bytes, name: str) -> bytes:
+        """A small object's stored bytes (name: its logical name, bound to the seal)."""
+        return self.key.seal(data, name) if self.key is not None else data
+
+    def open_sealed(self, data: bytes, name: str, where: str) -> bytes:
+        """A small object's plaintext; IntegrityError naming where when its seal does not hold."""
+        if self.key is None:
+            return data
+        try:
+            return self.key.open(data, name)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{where}: {exc}") from None
+
+    def opened(self, raw: BinaryIO, name: str) -> BinaryIO:
+        """A stored stream's plaintext, each frame authenticated before it is read."""
+        return raw if self.key is None else self.key.reader(raw, name)  # type: ignore[return-value]
+
+    def stored_bytes(self, plain_size: int) -> int:
+        return sealed_size(plain_size) if self.key is not None else plain_size
+
+    @contextmanager
+    def sealed_file(self, path: Path, name: str, sha256: str) -> Iterator[tuple[Path, str]]:
+        """(the file to upload, its SHA-256): path itself, or a sealed copy beside it (removed after)."""
+        if self.key is None:
+            yield path, sha256
+            return
+        sealed = path.with_name(f"{path.name}.{secrets.token_hex(6)}.sealed")
+        try:
+            with open(path, "rb") as src, open(sealed, "wb") as raw:
+                out = HashingWriter(raw)
+                with self.key.writer(out, name) as writer:
+                    while chunk := src.read(FRAME):
+                        writer.write(chunk)
+            yield sealed, out.digest.hexdigest()
+        finally:
+            sealed.unlink(missing_ok=True)
 
     def config(self) -> dict[str, Any]:
         """The repository's config; NotFound if never initialised, IntegrityError if it is not ours."""
@@ -347,7 +509,7 @@ class Repository:
         data = self.dest.get_bytes(ref.key)
         if ref.digest is not None and hashlib.sha256(data).hexdigest() != ref.digest:
             raise IntegrityError(f"{where}: manifest does not match the digest in its name (edited or damaged)")
-        manifest = Manifest.from_json(data, origin=where)
+        manifest = Manifest.from_json(self.open_sealed(data, f"manifest:{ref.backup_id}", where), origin=where)
         if manifest.backup_id != ref.backup_id:
             raise IntegrityError(f"{where}: holds backup id {manifest.backup_id}, not {ref.backup_id}")
         return manifest
@@ -371,27 +533,28 @@ class Repository:
         if until is None or not shas:
             return 0
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            return sum(pool.map(lambda sha: self.dest.extend_lock(blob_key(sha), until), sorted(shas)))
+            return sum(pool.map(lambda sha: self.dest.extend_lock(self.blob_key(sha), until), sorted(shas)))
 
     def write_manifest(self, manifest: Manifest, *, check_blobs: bool = True, retain_until: datetime | None = None) -> None:
         """Commit a backup. Written only if absent; with check_blobs (default) one fresh listing first
         proves every blob it names is stored, with the recorded stored size. retain_until: write it locked."""
+        self.check_writable()
         if check_blobs:
             sizes = self.blob_sizes()
-            lacking = {e.sha256 for e in manifest.files if e.sha256 not in sizes}
+            lacking = {e.sha256 for e in manifest.files if self.blob_id(e.sha256) not in sizes}
             if lacking:
                 entry = next(e for e in manifest.files if e.sha256 in lacking)
                 raise BlobsMissing(f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of "
                                    f"{entry.path} is missing" + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""),
                                    lacking)
             for entry in manifest.files:
-                have = sizes[entry.sha256]
+                have = sizes[self.blob_id(entry.sha256)]
                 if entry.stored_size is not None and have != entry.stored_size:
                     raise IntegrityError(
                         f"not committing backup {manifest.backup_id} to {self.url}: blob {entry.sha256} of {entry.path} "
                         f"has {have} bytes, expected {entry.stored_size}"
                     )
-        data = manifest.to_json()
+        data = self.seal(manifest.to_json(), f"manifest:{manifest.backup_id}")
         key = manifest_key(manifest.backup_id, data)
         existing = [ref.key for ref in self.manifest_refs(manifest.backup_id).get(manifest.backup_id, [])]
         if existing == [key]:
@@ -418,8 +581,16 @@ class Repository:
 
     # -- blobs -------------------------------------------------------------------------
 
+    def blob_id(self, sha256: str) -> str:
+        """The stored name of a content: its SHA-256, or in an encrypted repository the keyed
+        HMAC of it (a name that tells nothing about the content)."""
+        return self.key.blob_id(sha256) if self.key is not None else sha256
+
+    def blob_key(self, sha256: str) -> str:
+        return blob_key(self.blob_id(sha256))
+
     def blob_infos(self) -> dict[str, ObjectInfo]:
-        """Every stored blob by sha, from one listing of blobs/."""
+        """Every stored blob by its id (see blob_id), from one listing of blobs/."""
         found = {}
         for info in self.dest.list(BLOBS):
             m = _BLOB_KEY_RE.fullmatch(info.key)
@@ -428,11 +599,36 @@ class Repository:
         return found
 
     def blob_sizes(self) -> dict[str, int]:
-        return {sha: info.size for sha, info in self.blob_infos().items()}
+        """Stored size by blob id (see blob_id)."""
+        return {blob: info.size for blob, info in self.blob_infos().items()}
 
-    def put_blob(self, sha256: str, staged: StagedBlob, *, retain_until: datetime | None = None) -> None:
-        """Upload a staged blob; its stored SHA-256 goes along so the store verifies the bytes."""
-        self.dest.put_file(blob_key(sha256), staged.path, sha256=staged.stored_sha256, retain_until=retain_until)
+    def stored_size(self, staged: StagedBlob) -> int:
+        """How many bytes a staged blob takes here (sealed objects have a fixed overhead)."""
+        return sealed_size(staged.stored_size) if self.key is not None else staged.stored_size
+
+    def put_blob(self, sha256: str, staged: StagedBlob, *, retain_until: datetime | None = None) -> int:
+        """Upload a staged blob (sealed first in an encrypted repository); its stored SHA-256 goes
+        along so the store verifies the bytes. Returns the bytes stored."""
+        self.check_writable()
+        blob = self.blob_id(sha256)
+        with self.sealed_file(staged.path, f"blob:{blob}", staged.stored_sha256) as (path, digest):
+            self.dest.put_file(blob_key(blob), path, sha256=digest, retain_until=retain_until)
+        return self.stored_size(staged)
+
+    def read_blob(self, sha256: str, sink: Callable[[], BinaryIO | None] = lambda: None) -> BlobRead:
+        """A stored content, streamed and checked (opened first in an encrypted repository): see
+        blobs.read_blob, whose retries it keeps."""
+        blob = self.blob_id(sha256)
+        opener = None if self.key is None else (lambda raw: self.opened(raw, f"blob:{blob}"))
+        return read_blob(self.dest, blob_key(blob), sink, opener=opener)
+
+    def check_writable(self) -> None:
+        """Never plaintext into an encrypted repository: writing needs its key."""
+        if self.key is None and not self._plain_checked:
+            if self.encrypted():
+                raise KeyRequired(f"{self.url} is encrypted: give its passphrase (QILBEE_PASSWORD, "
+                                  "QILBEE_PASSWORD_FILE or --password-file)")
+            self._plain_checked = True
 
     def referenced_blobs(self) -> set[str]:
         """Every blob a backup needs; IntegrityError while a damaged manifest hides what it needs."""
@@ -463,7 +659,8 @@ class Repository:
             referenced = self.referenced_blobs()
         now = now or _utcnow()
         cutoff = grace.before(now) if isinstance(grace, Duration) else now - grace
-        doomed = sorted(sha for sha, info in self.blob_infos().items() if sha not in referenced and info.modified < cutoff)
+        referenced_ids = {self.blob_id(sha) for sha in referenced}
+        doomed = sorted(b for b, info in self.blob_infos().items() if b not in referenced_ids and info.modified < cutoff)
 
         def sweep_one(sha: str) -> datetime | None:
             """None once removed (or, in a dry run, removable); else when its lock ends."""
@@ -504,7 +701,7 @@ class Repository:
         """
         if not _SOURCE_KEY_RE.fullmatch(source_key):
             raise UsageError(f"bad lock name {source_key!r}: letters, digits, '.', '_' or '-' (see source_key_for)")
-        key = f"{LOCKS}{source_key}.json"
+        key = f"{LOCKS}{self.key.name_id(source_key) if self.key is not None else source_key}.json"
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             now = _utcnow()
@@ -600,7 +797,7 @@ def open_repository(url: str, *, must_exist: bool = True, **options) -> Reposito
     repo.url = url  # as the operator gave it: what reports name
     if must_exist:
         try:
-            repo.config()
+            repo.unlock()  # reads the config; an encrypted repository needs its passphrase from here on
         except NotFound:
             # Archive flows before version 2 wrote no config.json: a location with archives is one.
             if next(iter(repo.dest.list("archives/")), None) is None:

@@ -54,10 +54,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from .datadir import LOCK_FILE
 from .fsutil import DIR_FLAGS, fsync_directory, lock_holder, remove_tree
-from .blobs import read_blob
 from .errors import IntegrityError, LockedError, QilbeeBackupError, UsageError
 from .manifest import BACKUP_ID_RE, SHA256_RE, FileEntry, Manifest, check_relative_path
-from .repository import Repository, blob_key
+from .repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +467,7 @@ def _restore_content(
             out.truncate()
             return _LimitedWriter(out, expected, cancelled)
 
-        got = read_blob(repo.dest, blob_key(sha), empty_file)
+        got = repo.read_blob(sha, empty_file)
         check_content(first, got.size, got.sha256)
         finish_file(out.fileno(), first.mode)
         for other in entries[1:]:

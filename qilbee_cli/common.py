@@ -74,6 +74,37 @@ def secret_to_env(given: dict[str, Any], flag: str, variable: str) -> None:
         os.environ[variable] = value
 
 
+def add_password(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password-file", metavar="FILE",
+                   help="the repository's passphrase: the first line of FILE (or set QILBEE_PASSWORD or "
+                        "QILBEE_PASSWORD_FILE; on a terminal it is asked for)")
+
+
+def use_passwords(given: dict[str, Any]) -> None:
+    """Where this command finds a repository's passphrase, asked only when an encrypted repository is
+    opened: --password-file, then QILBEE_PASSWORD / QILBEE_PASSWORD_FILE, then a prompt on a terminal.
+    The passphrase stays in this process: never a flow parameter, never in the environment."""
+    import sys
+
+    from qilbee_backup.crypto import add_password_source, read_password_file
+
+    path = given.pop("password_file", None)
+    if path is not None:
+        password = read_password_file(path)  # unreadable or empty: one line, exit 2, before anything runs
+        add_password_source(lambda: password)
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        asked: list[str] = []
+
+        def prompt() -> str | None:
+            if not asked:
+                import getpass
+
+                asked.append(getpass.getpass("repository passphrase: ", stream=sys.stderr))
+            return asked[0] or None
+
+        add_password_source(prompt, first=False)
+
+
 # -- validate, then run ---------------------------------------------------------------------------------
 
 
@@ -189,6 +220,8 @@ def add_snapshot_source(p: argparse.ArgumentParser) -> None:
                    help="server checkpoints to keep after the backup: 0 (default) deletes the one it took; N keeps the newest N")
     p.add_argument("--kind", help="the series (daily, weekly, monthly, adhoc)")
     p.add_argument("--read-data", action="store_true", help="verify by re-reading every byte uploaded")
+    p.add_argument("--insecure-no-encryption", action="store_true",
+                   help="make a new repository unencrypted: readable by whoever can read the bucket (default: encrypted)")
     add_retention(p)
     add_json(p)
 
@@ -196,7 +229,7 @@ def add_snapshot_source(p: argparse.ArgumentParser) -> None:
 def snapshot_source(given: dict[str, Any]) -> dict[str, Any]:
     secret_to_env(given, "api_key", API_KEY_ENV)
     params = pick(given, "source", "mode", "container", "data_path", "api_key_secret", "sse", "storage_class", "lock_wait",
-                  "source_name", "keep_checkpoints", "kind", "read_data", repos="repo")
+                  "source_name", "keep_checkpoints", "kind", "read_data", "insecure_no_encryption", repos="repo")
     if "api_key" in given:
         params["api_key_env"] = API_KEY_ENV
     rules = retention(given)

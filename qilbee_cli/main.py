@@ -12,6 +12,7 @@ from qilbee_cli.commands import (
     archive,
     backup,
     diff,
+    keys,
     listing,
     prune,
     recovery,
@@ -20,9 +21,18 @@ from qilbee_cli.commands import (
     stats,
     verify,
 )
-from qilbee_cli.common import MODE, Parser, add_prefect_choice, prefect_api_configured, print_result
+from qilbee_cli.common import (
+    MODE,
+    Parser,
+    add_password,
+    add_prefect_choice,
+    prefect_api_configured,
+    print_result,
+    use_passwords,
+)
 
-COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve]
+COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve,
+            keys.Init, keys.Key]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.NAME, help=command.HELP, argument_default=argparse.SUPPRESS)
         command.add_arguments(p)
         if command is not serve:
-            add_prefect_choice(p)
+            if command not in (keys.Init, keys.Key):  # local by nature: never a flow run
+                add_prefect_choice(p)
+            add_password(p)
     return parser
 
 
@@ -54,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr()
     command = next(c for c in COMMANDS if c.NAME == args.command)
     try:
+        use_passwords(given)
         result = command.run(given)
     except QilbeeBackupError as e:
         report = getattr(e, "result", None)

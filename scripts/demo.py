@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: the whole story on the embedded defaults, in about a minute.
 
-A QilbeeDB emulator with seeded graphs → an online backup into a local repository → a second,
+A QilbeeDB emulator with seeded graphs → an online backup into a local (encrypted) repository → a second,
 incremental backup → verify (re-reading every blob) → a restore drill on a throwaway instance →
 a disaster recovery onto a new instance with a DNS switch in a hosts file → the RTO/RPO report.
 Everything lives in ./demo-work and binds 127.0.0.1; every server started here is stopped here.
@@ -27,6 +27,8 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="qilbee-demo-prefe
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the demo prints its own story
+# New repositories are encrypted; an operator keeps the passphrase in QILBEE_PASSWORD(_FILE) or a Secret block.
+os.environ.setdefault("QILBEE_PASSWORD", "demo passphrase, not for real use")
 
 
 def say(text: str) -> None:
@@ -83,6 +85,9 @@ def main() -> int:
         say("backup, run directly: snapshot → copy → upload → verify   (qilbee-backup backup --source URL --repo DIR --kind daily)")
         first = backup(source=url, repos=[repo], kind="daily")
         print(json.dumps({k: first[k] for k in ("backup_id", "mode", "files", "bytes_total", "bytes_uploaded", "duration_s")}))
+        keys = sorted(p.name for p in (WORK / "repository" / "keys").iterdir())
+        print(f"  the repository is encrypted (AES-256-GCM, keyed blob names) under QILBEE_PASSWORD: key {keys[0]}; "
+              "its blobs and manifests hold nothing readable")
 
         for i in range(500):
             httpx.post(f"{url}/graphs/social/nodes", json={"labels": ["Person"], "properties": {"name": f"new-{i}"}})

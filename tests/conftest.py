@@ -5,6 +5,11 @@ import tempfile
 
 # Prefect reads PREFECT_HOME at import: point it at a throwaway directory first.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="qilbee-prefect-home-"))
+# New repositories are encrypted (the product's default): every test that makes one through the CLI
+# or a flow uses this passphrase, as an operator's environment would hold one. Tests of the
+# unencrypted format say so (--insecure-no-encryption, or the engine's Repository without a key).
+TEST_PASSWORD = "correct horse battery staple (tests)"
+os.environ["QILBEE_PASSWORD"] = TEST_PASSWORD
 
 pytest_plugins = [
     "tests.plugins.emulator",

@@ -35,7 +35,8 @@ def restore_archive(
     if not state.readable:
         raise RetrievalPending(f"{repo.url}/{key} is in {state.storage_class} and not retrieved; start its retrieval first")
     with repo.dest.open_read(key) as reader:
-        return restore_archive_stream(reader, record, target, replace_existing=replace_existing, progress=progress)
+        return restore_archive_stream(repo.opened(reader, f"archive:{record.archive_id}"), record, target,
+                                      replace_existing=replace_existing, progress=progress)
 
 
 def restore_archive_stream(

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..retrieval import object_state
 from ..destinations.base import Destination
-from ..destinations.s3 import S3Destination, S3Options
+from ..destinations.s3_options import S3Options
 from ..errors import IntegrityError, NotFound, ObjectLocked, QilbeeBackupError
 from ..manifest import SHA256_RE, Manifest, parse_backup_id
 from ..repository import DamagedManifest, Repository
@@ -123,9 +122,7 @@ def check_storage_class(storage_class: str | None) -> str | None:
 
 def _cold_destination(dest: Destination, storage_class: str | None) -> Destination:
     """The repository's destination writing in storage_class (S3); a file repository has no classes."""
-    if isinstance(dest, S3Destination) and storage_class and storage_class != dest.options.storage_class:
-        return S3Destination(dest.bucket, dest.prefix, dataclasses.replace(dest.options, storage_class=storage_class))
-    return dest
+    return dest.with_storage_class(storage_class)
 
 
 def upload_archive(repo: Repository, built: BuiltArchive, *, storage_class: str | None = None) -> ArchiveRecord:
@@ -135,22 +132,24 @@ def upload_archive(repo: Repository, built: BuiltArchive, *, storage_class: str 
     repo.init()
     if repo.dest.stat(record_key(archive_id)) is not None:
         raise ArchiveExists(f"archive {archive_id} already exists in {repo.url}")
+    repo.check_writable()
     key = archive_key(archive_id)
     cold = _cold_destination(repo.dest, storage_class)
     try:
-        cold.put_file(key, built.path, sha256=built.sha256)
+        with repo.sealed_file(built.path, f"archive:{archive_id}", built.sha256) as (path, digest):
+            cold.put_file(key, path, sha256=digest)
     finally:
         if cold is not repo.dest:
             cold.close()
-    stored = repo.dest.stat(key)
-    if stored is None or stored.size != built.size:
-        raise IntegrityError(f"{repo.url}/{key} holds {stored.size if stored else 'no'} bytes after upload, expected {built.size}")
+    stored, expected = repo.dest.stat(key), repo.stored_bytes(built.size)
+    if stored is None or stored.size != expected:
+        raise IntegrityError(f"{repo.url}/{key} holds {stored.size if stored else 'no'} bytes after upload, expected {expected}")
     record = ArchiveRecord(
         archive=ArchiveFile(name=f"{archive_id}{ARCHIVE_SUFFIX}", size=built.size, sha256=built.sha256,
-                            storage_class=storage_class if isinstance(repo.dest, S3Destination) else None),
+                            storage_class=storage_class if repo.dest.storage_classes else None),
         manifest=built.manifest,
     )
-    if not repo.dest.put_bytes(record_key(archive_id), record.to_json(), if_absent=True):
+    if not repo.dest.put_bytes(record_key(archive_id), repo.seal(record.to_json(), f"archive-record:{archive_id}"), if_absent=True):
         raise ArchiveExists(f"archive {archive_id} already exists in {repo.url}")
     return record
 
@@ -178,7 +177,8 @@ def read_record(repo: Repository, archive_id: str) -> ArchiveRecord:
         data = repo.dest.get_bytes(key)
     except NotFound:
         raise NotFound(f"archive {archive_id} not found in {repo.url}") from None
-    record = ArchiveRecord.from_json(data, origin=f"{repo.url}/{key}")
+    where = f"{repo.url}/{key}"
+    record = ArchiveRecord.from_json(repo.open_sealed(data, f"archive-record:{archive_id}", where), origin=where)
     if record.archive_id != archive_id:
         raise IntegrityError(f"{repo.url}/{key} holds archive id {record.archive_id}, not {archive_id}")
     return record
@@ -234,17 +234,18 @@ def verify_archive(repo: Repository, archive_id: str, *, read_data: bool = False
         state = object_state(repo.dest, key)
     except NotFound:
         problems.append(f"{key}: the archive file is missing")
-    if state is not None and state.size != record.archive.size:
-        problems.append(f"{key}: {state.size} bytes, the record says {record.archive.size}")
+    if state is not None and state.size != repo.stored_bytes(record.archive.size):
+        problems.append(f"{key}: {state.size} bytes, the record says {repo.stored_bytes(record.archive.size)}")
     wanted = record.archive.storage_class
-    if state is not None and wanted and isinstance(repo.dest, S3Destination) and state.storage_class != wanted:
+    if state is not None and wanted and repo.dest.storage_classes and state.storage_class != wanted:
         problems.append(f"{key}: in storage class {state.storage_class}, asked for {wanted}")
     data_checked = False
     if read_data and state is not None and not problems:
         if state.readable:
             try:
                 with repo.dest.open_read(key) as reader:
-                    read_archive(reader, record.manifest, size=record.archive.size, sha256=record.archive.sha256)
+                    read_archive(repo.opened(reader, f"archive:{record.archive_id}"), record.manifest,
+                                 size=record.archive.size, sha256=record.archive.sha256)
                 data_checked = True
             except QilbeeBackupError as exc:
                 problems.append(str(exc))

@@ -14,6 +14,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+import subprocess
+import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -131,6 +133,11 @@ def test_a_backup_runs_in_a_container_of_a_docker_work_pool(postgres_server, doc
             env = prefect_env(api, tmp_path / "client-home")
             run_prefect(env, "work-pool", "create", POOL, "--type", "docker",
                         "--base-job-template", str(REPO_ROOT / "deployments" / "docker-pool-job-template.json"))
+            # The repository is encrypted: the flow run in its container finds the passphrase in the
+            # Secret block an operator creates, never in a job variable or a parameter.
+            subprocess.run([sys.executable, "-c", "import os; from prefect.blocks.system import Secret; "
+                            "Secret(value=os.environ['QILBEE_PASSWORD']).save('qilbee-backup-password')"],
+                           env=env, check=True, timeout=120)
             # Deployed from inside the image, as an operator would: prefect.yaml's pull step then
             # names the code's directory in the image, and the image proves it can load the flow.
             docker_client.containers.run(

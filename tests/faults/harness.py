@@ -280,10 +280,33 @@ class RawRepo:
     def backup_ids(self) -> list[str]:
         return sorted(self.manifest_keys())
 
+    def key(self):
+        """The repository's unlocked key (None when unencrypted), from config.json and keys/ read
+        here with the suite's passphrase: the objects stay read directly, only decrypted."""
+        if not hasattr(self, "_key"):
+            from qilbee_backup.crypto import RepoKey, find_password, unwrap_master_key
+
+            config = json.loads(self.read("config.json"))
+            self._key = None
+            for key_file in self.keys("keys/") if config.get("encryption") else []:
+                master = unwrap_master_key(json.loads(self.read(key_file)), find_password(), config["id"])
+                if master is not None:
+                    self._key = RepoKey(master)
+            assert self._key is not None or not config.get("encryption"), "the suite's passphrase opens no key"
+        return self._key
+
+    def blob_key(self, sha: str) -> str:
+        """Where a content's blob is: its SHA-256, or its keyed id in an encrypted repository."""
+        blob = self.key().blob_id(sha) if self.key() is not None else sha
+        return f"blobs/{blob[:2]}/{blob}"
+
     def manifest(self, backup_id: str) -> dict | None:
+        from qilbee_backup.errors import IntegrityError
+
         try:
-            return json.loads(self.read(self.manifest_keys()[backup_id]))
-        except ValueError:
+            data = self.read(self.manifest_keys()[backup_id])
+            return json.loads(self.key().open(data, f"manifest:{backup_id}") if self.key() is not None else data)
+        except (ValueError, IntegrityError):
             return None
 
 

@@ -19,11 +19,11 @@ def test_archive_to_a_local_repository_and_to_glacier_then_restore_each(emulator
     made = archive(source=emulator.url, repos=[local, s3_repo_url], storage_class="GLACIER", keep_checkpoints=1)
 
     assert made["mode"] == "online" and made["kind"] == "monthly" and made["files"] > 0
-    assert [(d["url"], d["storage_class"], d["verified"]) for d in made["destinations"]] == [
-        (local, "STANDARD", True), (s3_repo_url, "GLACIER", True)]
+    assert [(d["url"], d["storage_class"], d["verified"], d["encrypted"]) for d in made["destinations"]] == [
+        (local, "STANDARD", True, True), (s3_repo_url, "GLACIER", True, True)]
     bucket, prefix = s3_repo_url[len("s3://"):].split("/", 1)
     head = s3_client.head_object(Bucket=bucket, Key=f"{prefix}/{archives.archive_key(made['archive_id'])}")
-    assert head["StorageClass"] == "GLACIER" and head["ContentLength"] == made["archive_bytes"]
+    assert head["StorageClass"] == "GLACIER" and head["ContentLength"] == made["destinations"][1]["stored_bytes"]
     assert [a["archive_id"] for a in list_archives(repo=local)] == [made["archive_id"]]
     assert open_repository(local).list_backups() == []  # archives live apart from backups
 

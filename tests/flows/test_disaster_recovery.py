@@ -96,7 +96,7 @@ def test_dr_skips_a_damaged_newest_backup(emulator, tmp_path, stop_instances):
     r = open_repository(repo)
     newest_only = {f.sha256 for f in r.load(bad["backup_id"]).files} - {f.sha256 for f in r.load(good["backup_id"]).files}
     victim = sorted(newest_only)[0]
-    r.dest.remove(f"blobs/{victim[:2]}/{victim}")
+    r.dest.remove(r.blob_key(victim))
 
     result = disaster_recovery(repo=repo, data_root=str(tmp_path / "dr"))
     stop_instances.append(result["instance"]["pid"])

@@ -47,9 +47,12 @@ def flow_runs() -> int:
 
 @pytest.fixture
 def two_backups(run_cli, emulator, tmp_path):
-    """A daily backup, 200 nodes added, a weekly backup: the repository and both backups' results."""
+    """A daily backup, 200 nodes added, a weekly backup: the repository and both backups' results.
+    Unencrypted, so the expected figures come from the files read here without the engine (an
+    encrypted repository's figures are checked in test_encryption.py)."""
     repo_dir = tmp_path / "repo"
-    older = ok(run_cli("backup", "--no-prefect", "--source", emulator.url, "--repo", str(repo_dir), "--kind", "daily", "--json"))
+    older = ok(run_cli("backup", "--no-prefect", "--source", emulator.url, "--repo", str(repo_dir), "--kind", "daily",
+                       "--insecure-no-encryption", "--json"))
     add_nodes(emulator, 200, "newer")
     newer = ok(run_cli("backup", "--no-prefect", "--source", emulator.url, "--repo", str(repo_dir), "--kind", "weekly",
                        "--json"))

@@ -9,6 +9,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+from qilbee_backup.repository import open_repository
 from tests.flows.conftest import REPO_ROOT
 
 
@@ -55,8 +56,9 @@ def test_killed_mid_upload_then_rerun(emulator_factory, moto_server, s3_client, 
     new_blobs = sent_after - sent_before
     assert result["destinations"][0]["blobs_sent"] == len(new_blobs)
     # The rerun's backup needs blobs the killed run had sent, and did not send them again.
-    needed = {f"repo/blobs/{f['sha256'][:2]}/{f['sha256']}" for f in
-              json.loads(s3_client.get_object(Bucket=s3_bucket, Key=_manifest_key(s3_client, s3_bucket, result["backup_id"]))["Body"].read())["files"]}
+    repository = open_repository(repo)  # the manifest, decrypted; each blob's stored name
+    needed = {f"repo/{repository.blob_key(sha)}" for sha in repository.load(result["backup_id"]).blob_shas()}
+    assert _manifest_key(s3_client, s3_bucket, result["backup_id"])
     assert needed & sent_before, "the rerun reused none of the blobs sent before the kill"
     assert needed <= sent_after
     assert result["destinations"][0]["verified"] is True

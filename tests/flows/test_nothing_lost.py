@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from qilbee_backup.repository import open_repository
-from qilbee_backup.repository import blob_key
 
 
 @pytest.fixture(params=["prefect", "direct"])
@@ -48,6 +47,15 @@ def add_nodes(emulator, count: int, tag: str) -> None:
 def manifest_file(repo_dir: Path, backup_id: str) -> Path:
     (path,) = (repo_dir / "backups").glob(f"{backup_id}.*json")
     return path
+
+
+def edit_manifest(repo_dir: Path, backup_id: str, edit) -> None:
+    """Edit a manifest in place, as one holding the repository's key could (re-sealed, same name)."""
+    repo = open_repository(str(repo_dir))
+    path = manifest_file(repo_dir, backup_id)
+    raw = json.loads(repo.open_sealed(path.read_bytes(), f"manifest:{backup_id}", str(path)))
+    edit(raw)
+    path.write_bytes(repo.seal(json.dumps(raw, indent=1).encode(), f"manifest:{backup_id}"))
 
 
 def flip_byte(path: Path) -> None:
@@ -111,9 +119,9 @@ def test_no_prune_when_the_new_backup_fails_verification(run_cli, emulator, tmp_
     repo_dir = tmp_path / "repo"
     first = ok(run_cli("backup", "--source", emulator.url, "--repo", str(repo_dir), "--json"))
     # Damage a blob the next backup reuses (same size: the upload's listing cannot tell).
-    manifest = json.loads(manifest_file(repo_dir, first["backup_id"]).read_bytes())
-    biggest = max(manifest["files"], key=lambda f: f["size"])
-    flip_byte(repo_dir / blob_key(biggest["sha256"]))
+    repo = open_repository(str(repo_dir))
+    biggest = max(repo.load(first["backup_id"]).files, key=lambda f: f.size)
+    flip_byte(repo_dir / repo.blob_key(biggest.sha256))
     done = run_cli("backup", "--source", emulator.url, "--repo", str(repo_dir), "--read-data", "--keep-last", "1")
     assert "failed verification" in one_error_line(done)
     assert first["backup_id"] in open_repository(str(repo_dir)).backup_ids(), "pruned beside a failed verify"
@@ -176,11 +184,12 @@ def test_a_damaged_newest_manifest_leaves_the_older_backup_restorable(run_cli, t
 
 def test_an_edited_manifest_is_caught_by_verify_restore_and_dr(run_cli, two_backups, tmp_path):
     repo_dir, older, newer = two_backups
-    path = manifest_file(repo_dir, newer["backup_id"])
-    raw = json.loads(path.read_bytes())
-    dropped = raw["files"].pop()
-    raw["bytes_total"] -= dropped["size"]
-    path.write_bytes(json.dumps(raw, indent=1).encode())
+
+    def drop_a_file(raw: dict) -> None:
+        dropped = raw["files"].pop()
+        raw["bytes_total"] -= dropped["size"]
+
+    edit_manifest(repo_dir, newer["backup_id"], drop_a_file)
 
     assert "does not match the digest" in one_error_line(run_cli("verify", "--repo", str(repo_dir), "--read-data"))
     edited = run_cli("restore", "--repo", str(repo_dir), "--backup", newer["backup_id"], "--data-dir", str(tmp_path / "r"))
@@ -198,7 +207,7 @@ def test_drill_and_dr_fall_back_to_the_newest_intact_backup(run_cli, two_backups
     repo = open_repository(str(repo_dir))
     only_newest = repo.load(newer["backup_id"]).blob_shas() - repo.load(older["backup_id"]).blob_shas()
     assert only_newest, "the newer backup must have a blob of its own"
-    flip_byte(repo_dir / blob_key(max(only_newest, key=lambda s: repo.blob_sizes()[s])))
+    flip_byte(repo_dir / repo.blob_key(max(only_newest, key=lambda s: repo.blob_sizes()[repo.blob_id(s)])))
 
     drilled = run_cli("drill", "--repo", str(repo_dir), "--json")
     result = ok(drilled)

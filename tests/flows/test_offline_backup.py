@@ -48,18 +48,16 @@ def test_offline_copy_holds_the_data_the_server_had(container_without_snapshot_a
     repo = str(tmp_path / "repo")
     result = backup(source=c.url, repos=[repo], mode="offline", container=c.name)
     assert result["mode"] == "offline"
-    # Restore by hand (the files are the RocksDB directory) and count what is inside.
-    from qilbee_backup.blobs import decompress_stream
-
+    # Restore blob by blob (the files are the RocksDB directory) and count what is inside.
     r = open_repository(repo)
     manifest = r.load(result["backup_id"])
     target = tmp_path / "restored"
     for f in manifest.files:
         out = target / f.path
         out.parent.mkdir(parents=True, exist_ok=True)
-        with r.dest.open_read(f"blobs/{f.sha256[:2]}/{f.sha256}") as src, open(out, "wb") as dst:
-            sha, size = decompress_stream(src, dst)
-        assert (sha, size) == (f.sha256, f.size)
+        with open(out, "wb") as dst:
+            got = r.read_blob(f.sha256, lambda: dst)
+        assert (got.sha256, got.size) == (f.sha256, f.size)
     counts = open_readonly_counts(target)
     assert counts["graphs"]["ops"]["nodeCount"] == manifest.stats["graphs"]["ops"]["nodeCount"]
     assert counts["nodeCount"] == manifest.stats["nodeCount"]

@@ -60,6 +60,8 @@ class Secrets:
             # The emulator's own --api-key default: inherited, the check server would demand a key.
             EMULATOR_API_KEY_ENV: f"emulator-key-{token}",
             "SOMETHING_ELSE_ENTIRELY": f"else-{token}",
+            "QILBEE_PASSWORD": f"repository-passphrase-{token}",  # an encrypted repository's
+            "QILBEE_NEW_PASSWORD": f"new-passphrase-{token}",
         }
 
     def assert_absent(self, where: str, raw: bytes | str) -> None:
