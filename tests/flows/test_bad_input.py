@@ -115,6 +115,15 @@ USAGE = [
     ["drill", "--repo", R, "--kind", "Weekly!"],
     ["serve", "--bogus"],
     ["nonsense"],
+    # encryption: keys and passphrases
+    ["key", "remove", "--repo", R],  # no KEY_ID
+    ["key", "remove", "not-a-key", "--repo", R],
+    ["key", "list", "0123456789abcdef", "--repo", R],  # KEY_ID only with remove
+    ["key", "rotate", "--repo", R],
+    ["key", "list", "--repo", R, "--new-password-file", "{tmp}/none"],
+    ["init", "--repo", "ftp://host/x"],
+    ["list", "--repo", R, "--password-file", "{tmp}/no-such-file"],
+    ["backup", "--repo", R, "--source", SRC, "--password-file", "{tmp}"],  # a directory, not a file
 ]
 
 FAILURES = [  # valid input, but the thing is not there: exit 1, one line, nothing written
@@ -126,6 +135,7 @@ FAILURES = [  # valid input, but the thing is not there: exit 1, one line, nothi
     ["dr", "--repo", R, "--data-root", "{tmp}/dr"],
     ["backup", "--repo", R, "--source", SRC],
     ["archive", "--repo", R, "--source", SRC],
+    ["key", "list", "--repo", R],
 ]
 
 
