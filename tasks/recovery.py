@@ -7,7 +7,6 @@ from pathlib import Path
 
 from qilbee_backup import recovery
 from qilbee_backup.client import QilbeeClient
-from qilbee_backup.dns import open_dns_provider
 from qilbee_backup.errors import UsageError
 from qilbee_backup.provision import open_provisioner
 from qilbee_backup.restorer import restore_backup
@@ -76,6 +75,8 @@ def _dns_provider(switch):
             raise UsageError(f"the TSIG key {switch.tsig_key_name} needs its secret in the environment variable "
                              f"{switch.tsig_secret_env} (or --tsig-secret)")
         options["key_secret"] = secret
+    from qilbee_backup.dns import open_dns_provider  # dnspython: only a run that switches DNS pays its import
+
     return open_dns_provider(switch.provider, **options)
 
 
