@@ -11,6 +11,7 @@ from flows.maintenance import list_backups as _list_backups
 from flows.maintenance import prune as _prune
 from flows.maintenance import verify as _verify
 from flows.restore import restore as _restore
+from flows.status import status as _status
 from qilbee_backup.crypto import add_password_source
 from tasks.prefect_runner import as_flow
 from tasks.secrets import password_from_secret_block
@@ -27,3 +28,4 @@ prune = as_flow(_prune, "prune", globals())
 restore = as_flow(_restore, "restore", globals())
 drill = as_flow(_drill, "restore-drill", globals())
 disaster_recovery = as_flow(_disaster_recovery, "disaster-recovery", globals())
+status = as_flow(_status, "status", globals())

@@ -15,6 +15,7 @@ from flows.runbook import runbook
 from qilbee_backup.repository import open_repository
 from qilbee_backup.errors import FailedWithReport
 from qilbee_backup.manifest import check_backup_ref
+from qilbee_backup.verify_history import record_verify
 from tasks import maintenance as steps
 from tasks.steps import get_logger, publish_rows, publish_table
 
@@ -79,6 +80,10 @@ def verify(repo: RepoUrl, backup: BackupRef | None = None, read_data: bool = Fal
         logger.error("damaged backup %s: %s", r["backup_id"], "; ".join(r["problems"]))
     for r in unchecked:
         logger.error("could not check backup %s: %s", r["backup_id"], "; ".join(r["unchecked"]))
+    try:  # kept beside the backups for `status` and the metrics; advice: the verify's verdict stands
+        record_verify(repository, result, backup)
+    except Exception as exc:  # noqa: BLE001 - a read-only or locked store must not fail a verify
+        logger.warning("this verify is not recorded in %s: %s", repo, exc)
     if damaged or unchecked:
         parts = []
         if damaged:

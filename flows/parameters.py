@@ -14,6 +14,7 @@ a model carry their own.)
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Annotated, Any, Callable, Literal
 from urllib.parse import urlsplit
@@ -264,3 +265,40 @@ class DnsSwitch(BaseModel):
             return {"zone_id": self.zone_id, "zone_name": self.zone_name}
         return {"server": self.server, "port": self.port, "zone": self.zone, "key_name": self.tsig_key_name,
                 "key_algorithm": self.tsig_algorithm}
+
+
+# -- the operator's view: status and its metrics ---------------------------------------------------
+
+
+def _directory_is_writable(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder} is not a directory")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{folder} is not writable here (the file is written beside its final name, then renamed)")
+    return path
+
+
+# node_exporter's textfile collector reads only *.prom; the file is replaced whole (written beside, renamed).
+PromFile = Annotated[_shaped(r"[^\x00-\x1f]*\.prom", "a file name ending in .prom (the only ones node_exporter reads)",
+                             ["/var/lib/prometheus/node-exporter/qilbee_backup.prom"]),
+                     AfterValidator(_directory_is_writable)]
+
+
+def listen_address(address: str) -> tuple[str, int]:
+    """'127.0.0.1:9108', '[::1]:9108' or 'localhost:9108' -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} is not from 1 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def _listenable(address: str) -> str:
+    listen_address(address)
+    return address
+
+
+ListenAddress = Annotated[_shaped(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):\d{1,5}", "HOST:PORT to listen on",
+                                  ["127.0.0.1:9108", "[::1]:9108"], max_length=300),
+                          AfterValidator(_listenable)]
+Repos = Annotated[list[RepoUrl], Field(min_length=1, max_length=16)]

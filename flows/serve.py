@@ -3,6 +3,9 @@
 The embedded default for a single machine: no work pool or worker, just this process (Prefect's
 `serve`), which starts each scheduled run as it falls due. prefect.yaml stays the one place the
 jobs, their parameters and schedules are written down.
+
+With metrics (`--metrics-address`), the same process also answers Prometheus scrapes with the
+backup status of the repositories its deployments use (flows/status.py), from a background thread.
 """
 
 from __future__ import annotations
@@ -45,7 +48,28 @@ def _schedules(spec: dict) -> list:
     return out
 
 
-def serve_all(config: Path, only: list[str] | None = None) -> None:
+def deployment_repos(deployments: list[dict]) -> list[str]:
+    """The repositories the deployments name (their `repo` and `repos` parameters), each once."""
+    found: list[str] = []
+    for spec in deployments:
+        parameters = spec.get("parameters") or {}
+        named = parameters.get("repos") or []
+        for url in ([parameters["repo"]] if parameters.get("repo") else []) + list(named if isinstance(named, list) else [named]):
+            if isinstance(url, str) and url not in found:
+                found.append(url)
+    return found
+
+
+def serve_all(config: Path, only: list[str] | None = None, metrics: dict | None = None) -> None:
+    """metrics: the exporter's parameters (flows.status.metrics_exporter's, already checked), or None."""
+    if metrics is not None:
+        import logging
+
+        from flows.status import metrics_exporter
+
+        metrics_exporter(**metrics)
+        logging.getLogger("qilbee_backup.run").info("Prometheus metrics at http://%s/metrics (repositories: %s)",
+                                                    metrics["address"], ", ".join(metrics["repos"]))
     runners = []
     for spec in load_deployments(config, only):
         flow = load_flow_from_entrypoint(str(ROOT / spec["entrypoint"]))

@@ -640,6 +640,11 @@ def recovery_report(title: str, result: dict) -> Report:
     if result.get("skipped_backups"):
         report.tables.append(_records("Backups passed over", result["skipped_backups"],
                                       [("backup_id", "backup", plain), ("problems", "why", plain)]))
+    if result.get("trend"):  # a drill's: the RTO of the drills kept in the repository
+        from .drill_trend import summary, table
+
+        report.add("RTO trend", summary(result["trend"]))
+        report.tables.append(table(result["trend"]))
     report.notes += [str(w) for w in result.get("warnings") or []]
     return report
 
@@ -782,8 +787,12 @@ def _ordinal(n: int) -> str:
 def schedule_text(cron: str, tz: str = "UTC") -> str:
     """A deployment's cron schedule in words, with its time zone (ours are all UTC):
     "0 2 * * *" → "daily at 02:00 UTC", "0 3 * * 0" → "Sundays at 03:00 UTC",
-    "0 4 1 * *" → "on the 1st of each month at 04:00 UTC". Other shapes: "cron 0 */6 * * * (UTC)"."""
+    "0 4 1 * *" → "on the 1st of each month at 04:00 UTC", "*/15 * * * *" → "every 15 minutes (UTC)".
+    Other shapes: "cron 0 */6 * * * (UTC)"."""
     fields = cron.split()
+    if len(fields) == 5 and fields[0].startswith("*/") and fields[0][2:].isdigit() and fields[1:] == ["*"] * 4:
+        every = int(fields[0][2:])
+        return f"every {every} minute{'s' if every != 1 else ''} ({tz})"
     if len(fields) == 5 and fields[0].isdigit() and fields[1].isdigit() and fields[3] == "*":
         at = f"at {int(fields[1]):02d}:{int(fields[0]):02d} {tz}"
         dom, dow = fields[2], fields[4]

@@ -19,6 +19,7 @@ from qilbee_cli.commands import (
     restore,
     serve,
     stats,
+    status,
     verify,
 )
 from qilbee_cli.common import (
@@ -32,7 +33,7 @@ from qilbee_cli.common import (
 )
 
 COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve,
-            keys.Init, keys.Key]
+            keys.Init, keys.Key, status]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ want bind9-utils named-checkconf QILBEE_SKIP_BIND
 want postgresql '/usr/lib/postgresql/*/bin/postgres' QILBEE_SKIP_POSTGRES
 want zstd zstd                                    # the hand-restore tests run the real binaries
 want restic restic                                # the benchmarks' peer
+want prometheus promtool                          # the alert rules' tests and a real scrape of the metrics
 
 if [ ${#needed[@]} -gt 0 ]; then
   install="apt-get update && apt-get install -y --no-install-recommends ${needed[*]}"

@@ -35,6 +35,7 @@ EXPECTED_FLOWS = {
     "weekly-verify": "verify",
     "restore-drill": "restore-drill",
     "disaster-recovery": "disaster-recovery",
+    "backup-status": "status",
 }
 # The guide's backup strategy: series kind -> how long its backups are kept, as (years, months, days, hours).
 GUIDE_RETENTION = {"daily": (0, 0, 7, 0), "weekly": (0, 0, 28, 0), "monthly": (0, 12, 0, 0)}
