@@ -108,11 +108,15 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="qilbee-send") if send else None
     jobs = []
 
+    # Blobs are sealed as they are compressed, for the first encrypted repository (the others, if
+    # any, get a copy opened and sealed again with their own key as it is sent).
+    sealer = next((r.blob_sealer() for r in repos if r.key is not None), None) if send else None
+
     def put(sha: str, path: Path) -> None:
         with lock:
             blob = staged.get(sha)
         if blob is None:  # a cached hash: its blob is compressed only now, as a repository lacks it
-            blob = stage_one(path, sha, spool)
+            blob = stage_one(path, sha, spool, sealer=sealer)
             with lock:
                 staged[sha] = blob
         for repo in repos:
@@ -149,9 +153,9 @@ def copy_snapshot(root: Path, repos: list[Repository], spool: Path, *, hash_cach
     try:
         if hash_cache is None:
             with HashCache() as cache:
-                entries = scan_tree(root, hash_cache=cache, spool=spool, on_hashed=hashed)
+                entries = scan_tree(root, hash_cache=cache, spool=spool, on_hashed=hashed, sealer=sealer)
         else:
-            entries = scan_tree(root, hash_cache=hash_cache, spool=spool, on_hashed=hashed)
+            entries = scan_tree(root, hash_cache=hash_cache, spool=spool, on_hashed=hashed, sealer=sealer)
         for job in list(jobs):
             job.result()  # staging errors (a file that changed) fail the copy; put errors do not
     except BaseException:

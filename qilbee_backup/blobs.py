@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 
 import zstandard
 
@@ -54,9 +54,15 @@ class UndecodableBlob(IntegrityError):
 
 @dataclass(frozen=True)
 class StagedBlob:
-    path: Path  # the compressed blob in the spool directory
-    stored_sha256: str  # SHA-256 of the compressed bytes (what a store checks on upload)
-    stored_size: int
+    path: Path  # the compressed (and maybe sealed) blob in the spool directory
+    stored_sha256: str  # SHA-256 of the file's bytes (what a store checks on upload)
+    stored_size: int  # the file's bytes
+    compressed_size: int | None = None  # the zstd stream's bytes when sealed (None: the file is the zstd stream)
+    sealed_by: Any = None  # the RepoKey it is sealed with (None: plain zstd): that repository uploads it as it is
+
+    @property
+    def zstd_size(self) -> int:
+        return self.stored_size if self.compressed_size is None else self.compressed_size
 
 
 # -- hashing ---------------------------------------------------------------------------------
@@ -173,6 +179,7 @@ def scan_tree(
     follow_root_symlink: bool = False,
     spool: Path | None = None,
     on_hashed: Callable[[str, Path, StagedBlob | None], None] | None = None,
+    sealer: Any = None,
 ) -> list[FileEntry]:
     """Every regular file under root, sorted by relative path, with its size, mode and SHA-256.
 
@@ -180,7 +187,8 @@ def scan_tree(
     known, so the caller can start sending while the scan goes on. With a spool, a file the hash
     cache does not know is compressed into it in the same read as its hashing (staged; None for
     cached files): an unknown file is almost always new content, and reading it once instead of
-    twice is most of a full backup's disk and CPU work."""
+    twice is most of a full backup's disk and CPU work. With a sealer (crypto.BlobSealer), the
+    staged blob is sealed in that same pass, for the sealer's repository."""
     root = Path(root)
     if root.is_symlink():
         if not follow_root_symlink:
@@ -210,7 +218,7 @@ def scan_tree(
         if spool is None:
             sha, size = sha256_file(path)
         else:
-            sha, size, staged = stage_new(path, Path(spool))
+            sha, size, staged = stage_new(path, Path(spool), sealer=sealer)
         if size != st.st_size:
             if staged is not None:
                 staged.path.unlink(missing_ok=True)
@@ -277,13 +285,15 @@ class HashingWriter:
 
 def compress_file(
     src: Path, dst: Path, *, level: int = DEFAULT_LEVEL, threads: int = 0, expect_sha256: str | None = None,
-    plain: list | None = None,
+    plain: list | None = None, sealer: Any = None,
 ) -> tuple[str, int]:
     """Stream-compress src into dst with zstd (frame checksum on); return (SHA-256 of dst's bytes, dst's size).
 
     The uncompressed bytes are hashed on the way through: with expect_sha256 a mismatch (the file
     changed since it was scanned) raises IntegrityError and removes dst, since a blob must hold
-    exactly the content its name promises; plain, when given, receives (their SHA-256, their size).
+    exactly the content its name promises; plain, when given, receives (their SHA-256, their size)
+    and, with a sealer, the zstd stream's size. A sealer (crypto.BlobSealer) seals the zstd stream
+    on its way to dst, its name given once the content's hash is known.
     """
     cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     size = os.stat(src).st_size
@@ -291,11 +301,17 @@ def compress_file(
         with open(src, "rb") as fin, open(dst, "wb") as fout:
             reader = HashingReader(fin)
             writer = HashingWriter(fout)
-            cctx.copy_stream(reader, writer, size=size, read_size=CHUNK, write_size=CHUNK)
-        if expect_sha256 is not None and reader.digest.hexdigest() != expect_sha256:
-            raise IntegrityError(f"{src} changed since it was scanned (SHA-256 {reader.digest.hexdigest()}, expected {expect_sha256})")
+            sealing = sealer.writer(writer) if sealer is not None else None
+            cctx.copy_stream(reader, sealing or writer, size=size, read_size=CHUNK, write_size=CHUNK)
+            if expect_sha256 is not None and reader.digest.hexdigest() != expect_sha256:
+                raise IntegrityError(f"{src} changed since it was scanned (SHA-256 {reader.digest.hexdigest()}, "
+                                     f"expected {expect_sha256})")
+            if sealing is not None:
+                sealing.close(sealer.name_for(reader.digest.hexdigest()))
         if plain is not None:
             plain.extend((reader.digest.hexdigest(), reader.size))
+            if sealing is not None:
+                plain.append(sealing.plain_size)
     except zstandard.ZstdError as exc:
         Path(dst).unlink(missing_ok=True)
         raise IntegrityError(f"{src} could not be compressed (did it change while read?): {exc}") from None
@@ -404,19 +420,27 @@ def stage_blobs(
     return staged
 
 
-def stage_one(src: Path, sha: str, spool: Path, *, level: int = DEFAULT_LEVEL) -> StagedBlob:
-    """Compress one file into the spool, checking its content still has the scanned hash."""
-    dst = Path(spool) / f"{sha}.zst"
-    stored_sha, stored_size = compress_file(src, dst, level=level, expect_sha256=sha)
-    return StagedBlob(dst, stored_sha, stored_size)
+def stage_one(src: Path, sha: str, spool: Path, *, level: int = DEFAULT_LEVEL, sealer: Any = None) -> StagedBlob:
+    """Compress (and with a sealer, seal) one file into the spool, checking its content still has the scanned hash."""
+    dst = Path(spool) / (f"{sha}.zst" if sealer is None else f"{sha}.{time.monotonic_ns()}.sealed")
+    plain: list = []
+    stored_sha, stored_size = compress_file(src, dst, level=level, expect_sha256=sha, plain=plain, sealer=sealer)
+    if sealer is None:
+        return StagedBlob(dst, stored_sha, stored_size)
+    return StagedBlob(dst, stored_sha, stored_size, compressed_size=plain[2], sealed_by=sealer.key)
 
 
-def stage_new(src: Path, spool: Path, *, level: int = DEFAULT_LEVEL) -> tuple[str, int, StagedBlob]:
-    """Hash and compress a file in one read: (its SHA-256, its size, the blob staged as spool/<sha>.zst)."""
+def stage_new(src: Path, spool: Path, *, level: int = DEFAULT_LEVEL, sealer: Any = None) -> tuple[str, int, StagedBlob]:
+    """Hash and compress (and with a sealer, seal) a file in one read: (its SHA-256, its size, the
+    blob staged as spool/<sha>.zst)."""
     temp = Path(spool) / f".new-{threading.get_ident()}-{time.monotonic_ns()}.zst"
     plain: list = []
-    stored_sha, stored_size = compress_file(src, temp, level=level, plain=plain)
-    sha, size = plain
-    dst = Path(spool) / f"{sha}.zst"
-    os.replace(temp, dst)  # equal contents compress to equal bytes, so a second file's rename is harmless
-    return sha, size, StagedBlob(dst, stored_sha, stored_size)
+    stored_sha, stored_size = compress_file(src, temp, level=level, plain=plain, sealer=sealer)
+    sha, size = plain[:2]
+    # Equal contents compress to equal bytes, so a second file's rename over the first is harmless;
+    # sealed ones differ (each has its own salt), so each keeps its own name.
+    dst = Path(spool) / (f"{sha}.zst" if sealer is None else f"{sha}.{time.monotonic_ns()}.sealed")
+    os.replace(temp, dst)
+    if sealer is None:
+        return sha, size, StagedBlob(dst, stored_sha, stored_size)
+    return sha, size, StagedBlob(dst, stored_sha, stored_size, compressed_size=plain[2], sealed_by=sealer.key)

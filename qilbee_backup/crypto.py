@@ -11,9 +11,13 @@ The model is restic's and Kopia's:
 - **Objects** (blobs, manifests, archive records, archives) are sealed with AES-256-GCM in frames of
   1 MiB (the "STREAM" construction of age and Tink): each object has a random 16-byte salt from
   which HKDF derives its own key, each frame's nonce is its index and a last-frame flag, and the
-  object's logical name (``blob:<id>``, ``manifest:<backup id>``, ...) is associated data. So every
-  frame is authenticated before it is used, frames cannot be reordered, dropped or truncated, and
-  one object's bytes put under another's name fail to open.
+  object's logical name (``blob:<id>``, ``manifest:<backup id>``, ...) is the last frame's
+  associated data. So every frame is authenticated before it is used, frames cannot be reordered,
+  dropped or truncated, and one object's bytes put under another's name fail to open (at its last
+  frame: readers act on an object only once it has been read to its end, as the restorer, verify
+  and the manifest reader do). The name closes the object rather than opening it so that a blob
+  can be sealed in the same pass that hashes and compresses it, before its name (the keyed id of
+  its content's hash) is known.
 - **Content ids are keyed**: a blob is named HMAC-SHA-256(id key, SHA-256 of its content), so a
   name says nothing about the content (nobody can test whether a known file is in the bucket), and
   equal contents still get equal names, so deduplication works across backups.
@@ -23,8 +27,9 @@ the passphrase and the ``cryptography`` package)::
 
     b"QBE1" | salt (16) | frame 0 | frame 1 | ... | last frame
     frame i = AES-256-GCM(key, nonce = i as 11 bytes big-endian | 0x01 if last else 0x00,
-                          plaintext up to 1 MiB, aad = name) = ciphertext | tag (16)
-    key     = HKDF-SHA-256(data key, salt, info = b"qilbee-backup object\\0" + name)
+                          plaintext up to 1 MiB, aad = name on the last frame, empty before it)
+            = ciphertext | tag (16)
+    key     = HKDF-SHA-256(data key, salt, info = b"qilbee-backup object\\0")
 
 Every frame but the last holds exactly 1 MiB of plaintext; the last holds the rest (possibly none).
 """
@@ -214,8 +219,8 @@ class RepoKey:
         """A keyed name for something that would say too much in plain (a source's lock)."""
         return hmac.new(self._id_key, b"name\x00" + text.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def _aead(self, salt: bytes, name: str) -> AESGCM:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_OBJECT_INFO + name.encode()).derive(self._data_key)
+    def _aead(self, salt: bytes) -> AESGCM:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_OBJECT_INFO).derive(self._data_key)
         return AESGCM(key)
 
     def seal(self, data: bytes, name: str) -> bytes:
@@ -231,7 +236,8 @@ class RepoKey:
             parts.append(chunk)
         return b"".join(parts)
 
-    def writer(self, raw: BinaryIO, name: str) -> "SealingWriter":
+    def writer(self, raw: BinaryIO, name: str | None = None) -> "SealingWriter":
+        """A sealing writer into raw; name now, or at close(name) when it is known only at the end."""
         return SealingWriter(self, raw, name)
 
     def reader(self, raw: BinaryIO, name: str) -> "OpeningReader":
@@ -250,17 +256,18 @@ def _nonce(index: int, last: bool) -> bytes:
 
 class SealingWriter:
     """A file-like writer that seals what passes into raw, frame by frame; close() (or the with
-    block) writes the last frame, without which the object does not open."""
+    block) writes the last frame, bound to the object's name, without which the object does not open."""
 
-    def __init__(self, key: RepoKey, raw: BinaryIO, name: str) -> None:
+    def __init__(self, key: RepoKey, raw: BinaryIO, name: str | None = None) -> None:
         salt = secrets.token_bytes(SALT_BYTES)
-        self._aead = key._aead(salt, name)
-        self._aad = name.encode()
+        self._aead = key._aead(salt)
+        self._name = name
         self._raw = raw
         self._buffer = bytearray()
         self._index = 0
         self._closed = False
         self.size = 0  # sealed bytes written
+        self.plain_size = 0  # bytes given to write()
         self._emit(MAGIC + salt)
 
     def _emit(self, data: bytes) -> None:
@@ -271,25 +278,29 @@ class SealingWriter:
 
     def write(self, data: bytes) -> int:
         self._buffer += data
+        self.plain_size += len(data)
         while len(self._buffer) > FRAME:  # keep the last full frame back: it may be the last one
             frame = bytes(self._buffer[:FRAME])
             del self._buffer[:FRAME]
-            self._emit(self._aead.encrypt(_nonce(self._index, False), frame, self._aad))
+            self._emit(self._aead.encrypt(_nonce(self._index, False), frame, b""))
             self._index += 1
         return len(data)
 
     def flush(self) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, name: str | None = None) -> None:
         if self._closed:
             return
+        name = name or self._name
+        if not name:
+            raise ValueError("a sealed object's last frame needs its name")
         self._closed = True
         if len(self._buffer) == FRAME:  # a full frame then an empty last one, as sealed_size counts
-            self._emit(self._aead.encrypt(_nonce(self._index, False), bytes(self._buffer), self._aad))
+            self._emit(self._aead.encrypt(_nonce(self._index, False), bytes(self._buffer), b""))
             self._index += 1
             self._buffer.clear()
-        self._emit(self._aead.encrypt(_nonce(self._index, True), bytes(self._buffer), self._aad))
+        self._emit(self._aead.encrypt(_nonce(self._index, True), bytes(self._buffer), name.encode()))
         self._buffer.clear()
 
     def __enter__(self) -> "SealingWriter":
@@ -311,7 +322,7 @@ class OpeningReader:
         header = self._read_exactly(HEADER_BYTES)
         if len(header) < HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
             raise IntegrityError(f"{name}: not an encrypted object of this repository (bad header)")
-        self._aead = key._aead(header[len(MAGIC):], name)
+        self._aead = key._aead(header[len(MAGIC):])
         self._index = 0
         self._pending = b""
         self._done = False
@@ -332,7 +343,7 @@ class OpeningReader:
         if last and len(frame) < TAG_BYTES:
             raise IntegrityError(f"{self._name}: truncated (frame {self._index} is missing)")
         try:
-            self._pending = self._aead.decrypt(_nonce(self._index, last), frame, self._aad)
+            self._pending = self._aead.decrypt(_nonce(self._index, last), frame, self._aad if last else b"")
         except InvalidTag:
             raise IntegrityError(f"{self._name}: frame {self._index} fails authentication "
                                  "(damaged, truncated, or not this object)") from None
@@ -412,3 +423,17 @@ class Encryption:
         if found != cls():
             raise IntegrityError(f"the repository is encrypted with {value}; this tool reads {cls().as_config()}")
         return found
+
+
+class BlobSealer:
+    """Seals blobs for one repository as they are compressed: the name (the keyed id of the
+    content's SHA-256) is given at the end, once the content has been hashed in the same pass."""
+
+    def __init__(self, key: RepoKey) -> None:
+        self.key = key
+
+    def writer(self, raw: BinaryIO) -> SealingWriter:
+        return self.key.writer(raw)
+
+    def name_for(self, sha256_hex: str) -> str:
+        return f"blob:{self.key.blob_id(sha256_hex)}"

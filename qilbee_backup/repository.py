@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from .blobs import BlobRead, HashingWriter, StagedBlob, read_blob
 from .crypto import (
     FRAME,
+    BlobSealer,
     Encryption,
     KeyRequired,
     RepoKey,
@@ -604,16 +605,47 @@ class Repository:
 
     def stored_size(self, staged: StagedBlob) -> int:
         """How many bytes a staged blob takes here (sealed objects have a fixed overhead)."""
-        return sealed_size(staged.stored_size) if self.key is not None else staged.stored_size
+        return sealed_size(staged.zstd_size) if self.key is not None else staged.zstd_size
+
+    def blob_sealer(self) -> BlobSealer | None:
+        """What seals blobs for this repository as they are staged (None: unencrypted)."""
+        return BlobSealer(self.key) if self.key is not None else None
 
     def put_blob(self, sha256: str, staged: StagedBlob, *, retain_until: datetime | None = None) -> int:
         """Upload a staged blob (sealed first in an encrypted repository); its stored SHA-256 goes
         along so the store verifies the bytes. Returns the bytes stored."""
         self.check_writable()
         blob = self.blob_id(sha256)
-        with self.sealed_file(staged.path, f"blob:{blob}", staged.stored_sha256) as (path, digest):
+        with self._blob_file(sha256, staged) as (path, digest):
             self.dest.put_file(blob_key(blob), path, sha256=digest, retain_until=retain_until)
         return self.stored_size(staged)
+
+    @contextmanager
+    def _blob_file(self, sha256: str, staged: StagedBlob) -> Iterator[tuple[Path, str]]:
+        """(the file to upload here, its SHA-256): the staged file itself when it is already in this
+        repository's form (sealed with its key, or plain for a plain one); else a copy beside it,
+        opened with the key that sealed it and sealed with this one (removed after)."""
+        if staged.sealed_by is None or (self.key is not None and staged.sealed_by is self.key):
+            if staged.sealed_by is None and self.key is not None:
+                with self.sealed_file(staged.path, f"blob:{self.blob_id(sha256)}", staged.stored_sha256) as found:
+                    yield found
+                return
+            yield staged.path, staged.stored_sha256
+            return
+        other = staged.sealed_by
+        copy = staged.path.with_name(f"{staged.path.name}.{secrets.token_hex(6)}.copy")
+        try:
+            with open(staged.path, "rb") as src, open(copy, "wb") as raw:
+                plain = other.reader(src, f"blob:{other.blob_id(sha256)}")
+                out = HashingWriter(raw)
+                writer = self.key.writer(out, f"blob:{self.blob_id(sha256)}") if self.key is not None else out
+                while chunk := plain.read(FRAME):
+                    writer.write(chunk)
+                if self.key is not None:
+                    writer.close()
+            yield copy, out.digest.hexdigest()
+        finally:
+            copy.unlink(missing_ok=True)
 
     def read_blob(self, sha256: str, sink: Callable[[], BinaryIO | None] = lambda: None) -> BlobRead:
         """A stored content, streamed and checked (opened first in an encrypted repository): see

@@ -19,9 +19,11 @@ The format (qilbee_backup/crypto.py holds the same, with its reasons): the maste
 data key, id key) is in keys/<key id>.json, sealed by AES-256-GCM under scrypt(passphrase) with
 "qilbee-backup master key\\0" + the repository id (config.json) as associated data. An object is
 b"QBE1" | salt (16) | frames; each frame is up to 1 MiB of plaintext sealed by AES-256-GCM under
-HKDF-SHA-256(data key, salt, "qilbee-backup object\\0" + name), nonce = frame index (11 bytes,
-big-endian) + 1 byte (1 on the last frame), associated data = name; name is the object's logical
-name: blob:<id>, manifest:<backup id>, archive:<id> or archive-record:<id>.
+HKDF-SHA-256(data key, salt, "qilbee-backup object\\0"), nonce = frame index (11 bytes, big-endian)
++ 1 byte (1 on the last frame), associated data = the object's logical name on the last frame
+(empty before it): blob:<id>, manifest:<backup id>, archive:<id> or archive-record:<id>. Output
+before the last frame is not yet known to belong to this name: use the file only if this script
+exits 0.
 """
 
 from __future__ import annotations
@@ -69,15 +71,14 @@ def decrypt(source, out, data_key: bytes, name: str) -> None:
     header = source.read(20)
     if header[:4] != b"QBE1":
         sys.exit("decrypt_object: not an encrypted object (no QBE1 header)")
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=header[4:],
-               info=b"qilbee-backup object\x00" + name.encode()).derive(data_key)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=header[4:], info=b"qilbee-backup object\x00").derive(data_key)
     aead, index = AESGCM(key), 0
     while True:
         frame = source.read(FRAME + TAG)
         last = len(frame) < FRAME + TAG
         nonce = index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
         try:
-            out.write(aead.decrypt(nonce, frame, name.encode()))
+            out.write(aead.decrypt(nonce, frame, name.encode() if last else b""))
         except InvalidTag:
             sys.exit(f"decrypt_object: frame {index} fails authentication: damaged or truncated")
         if last:
