@@ -7,6 +7,7 @@ from flows.archive import list_archives as _list_archives
 from flows.backup import backup as _backup
 from flows.disaster_recovery import disaster_recovery as _disaster_recovery
 from flows.drill import drill as _drill
+from flows.failback import failback as _failback
 from flows.maintenance import list_backups as _list_backups
 from flows.maintenance import prune as _prune
 from flows.maintenance import verify as _verify
@@ -29,3 +30,4 @@ restore = as_flow(_restore, "restore", globals())
 drill = as_flow(_drill, "restore-drill", globals())
 disaster_recovery = as_flow(_disaster_recovery, "disaster-recovery", globals())
 status = as_flow(_status, "status", globals())
+failback = as_flow(_failback, "failback", globals())

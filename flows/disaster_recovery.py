@@ -9,6 +9,7 @@ asked to keep it: then the error names it) and publishes the report, naming the 
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, Field
@@ -37,7 +38,9 @@ from flows.runbook import runbook
 from qilbee_backup import recovery
 from qilbee_backup.repository import open_repository
 from qilbee_backup.errors import UsageError
+from qilbee_backup.recovery_records import recovery_record
 from qilbee_backup.report import figures_markdown, utc
+from tasks import failback as failback_steps
 from tasks import recovery as steps
 from tasks.steps import get_logger, pause_for_input
 
@@ -147,10 +150,33 @@ def disaster_recovery(
     result["dns"] = {"record": change.record, "old": change.old, "new": change.new} if change else None
     result["approval"] = approval
     result["warnings"] = targets_report(result)
+    result["recovery_id"] = _record_for_failback(repository, attempt, instance, dns, change, rto, result["warnings"])
     for warning in result["warnings"]:
         logger.warning(warning)
     publish_report(KEY, "Disaster recovery", result, f"DR from {repo}", source_name)
     return result
+
+
+def _record_for_failback(repository, attempt: Attempt, instance: Instance, dns: DnsSwitch | None, change, rto: float,
+                         warnings: list[str]) -> str | None:
+    """Keep what a failback needs beside the backups (recoveries/<id>.json: the DNS record, its old value, the
+    provider's settings, the instance); its id. Not kept is a warning: the recovery stands, and its report
+    still names the record, the old value and the instance."""
+    recovered = attempt.recovered
+    settings = None
+    if dns is not None:
+        settings = dns.model_dump()
+        if settings.get("hosts_file"):  # a failback may run from another directory
+            settings["hosts_file"] = os.path.abspath(settings["hosts_file"])
+    record = recovery_record(
+        started_at=attempt.clock.trigger, manifest=recovered.choice.manifest, instance=recovered.instance.to_dict(),
+        instance_settings=instance.model_dump(), dns_settings=settings, dns_change=change.to_dict() if change else None,
+        figures=recovered.integrity.compared.get("figures") if recovered.integrity else None, rto_s=rto)
+    try:
+        return failback_steps.record_recovery(repository, record)
+    except Exception as exc:  # noqa: BLE001 - advice for later: the recovery itself succeeded
+        warnings.append(f"this recovery is not recorded in {repository.url} for a failback: {' '.join(str(exc).split())}")
+        return None
 
 
 def _after_failure(attempt: Attempt, keep: bool) -> dict | None:

@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from flows import approval as gate
 from flows.parameters import (
     BackupRef,
     EnvName,
@@ -44,7 +45,7 @@ from qilbee_backup.retrieval import check_retrieval_options
 from qilbee_backup.errors import UsageError
 from qilbee_backup.manifest import check_backup_ref
 from qilbee_backup.provision import ProvisionError, open_provisioner
-from qilbee_backup.report import artifact_key
+from qilbee_backup.report import artifact_key, number, size, utc
 from tasks import archive as archive_steps
 from tasks import recovery as steps
 from tasks.steps import get_logger, publish_table
@@ -68,6 +69,8 @@ def restore(
     retrieval_tier: RetrievalTier = "Standard",
     retrieval_days: RetrievalDays = 7,
     retrieval_poll: Seconds = 60.0,
+    approve: bool = False,
+    approval_timeout_s: Seconds = 3600.0,
 ) -> dict:
     """Restore a backup (an id or latest), or an archive, into data_dir; with replace, swap out the data there.
 
@@ -88,6 +91,9 @@ def restore(
         retrieval_tier: S3 retrieval tier: Expedited (GLACIER only, minutes), Standard or Bulk (cheapest, slowest).
         retrieval_days: Days the retrieved copy stays readable in S3.
         retrieval_poll: Seconds between two looks at a running retrieval.
+        approve: Pause before data_dir (or the container) is touched until a person decides in the Prefect UI
+            (default there: decline).
+        approval_timeout_s: Seconds to wait for that decision; no decision fails the run, and nothing is touched.
     """
     logger = get_logger()
     # The input first: nothing is read, stopped or written for a request that cannot run.
@@ -110,6 +116,12 @@ def restore(
         archive_steps.retrieve(repository, record, retrieval_wait, retrieval_poll, retrieval_days, retrieval_tier)
     else:
         manifest = repository.load(backup, kind=kind, source_name=source_name)
+    approval = None
+    if approve:  # the last moment nothing is touched yet: what is restored, and what it replaces, is known now
+        approval = gate.ask(_approval_text(manifest, record, target, container), RestoreApproval, approval_timeout_s)
+        if not approval["approved"]:
+            raise recovery.RecoveryError(gate.declined(f"the restore of {manifest.backup_id} into {target}", approval,
+                                                       "nothing was touched"))
     stopped = None
     if container:
         stopped = docker_engine.container(docker_engine.docker_client("restore --container"), container)
@@ -151,8 +163,39 @@ def restore(
         "bytes_downloaded": restored.bytes_downloaded, "duration_s": round(restored.duration_s, 3),
         "replaced_existing": restored.swap is not None, "integrity": integrity.to_dict() if integrity else None,
     }
+    if approval is not None:
+        result["approval"] = approval
     publish_table(artifact_key("restore-summary", manifest.source.series_name), result, f"restore of {manifest.backup_id} into {target}")
     return result
+
+
+class RestoreApproval(BaseModel):
+    """Shown in the Prefect UI before the restore touches its target: a decision, recorded in the result."""
+
+    approve: bool = Field(False, description="Restore into the target now. Leave unticked to decline (nothing is touched).")
+    decided_by: str = Field("", max_length=200, description="Who decides (name or e-mail): recorded in the result.")
+    note: str = Field("", max_length=2000, description="Why: recorded in the result.")
+
+
+def _approval_text(manifest, record, target: Path, container: str | None) -> str:
+    holds = target.is_dir() and any(target.iterdir())
+    what = f"archive `{record.archive_id}`" if record is not None else f"backup `{manifest.backup_id}`"
+    lines = [f"### Restore {what} into `{target}`?", "",
+             f"It was taken {utc(manifest.created_at)} from {manifest.source.series_name} ({manifest.kind}, "
+             f"{len(manifest.files)} files, {size(manifest.bytes_total)}).", ""]
+    if container:
+        lines.append(f"- The container **{container}** is stopped, restored into, started again and checked.")
+    if holds:
+        lines.append(f"- `{target}` **holds data now**: it is moved aside, and deleted only once the restored data "
+                     "passed its check (put back otherwise).")
+    else:
+        lines.append(f"- `{target}` is empty or missing: nothing there is replaced.")
+    stats = manifest.stats or {}
+    if stats.get("nodeCount") is not None:
+        lines.append(f"- The backup holds {number(stats['nodeCount'])} nodes and {number(stats.get('relationshipCount'))} "
+                     "relationships.")
+    lines += ["", "Tick **approve** to restore; leave it unticked to decline (nothing is touched)."]
+    return "\n".join(lines)
 
 
 def _check_on_throwaway_server(data_dir: Path, manifest, files: int, server_cmd: str | None, server_env: list[str]):

@@ -12,6 +12,7 @@ from qilbee_cli.commands import (
     archive,
     backup,
     diff,
+    failback,
     keys,
     listing,
     prune,
@@ -32,8 +33,8 @@ from qilbee_cli.common import (
     use_passwords,
 )
 
-COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, serve,
-            keys.Init, keys.Key, status]
+COMMANDS = [backup, archive, listing, stats, diff, verify, prune, restore, recovery.DisasterRecovery, recovery.Drill, failback,
+            serve, keys.Init, keys.Key, status]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ want postgresql '/usr/lib/postgresql/*/bin/postgres' QILBEE_SKIP_POSTGRES
 want zstd zstd                                    # the hand-restore tests run the real binaries
 want restic restic                                # the benchmarks' peer
 want prometheus promtool                          # the alert rules' tests and a real scrape of the metrics
+want chromium chromium                            # the Prefect UI looked at in a real browser (tests/e2e/test_ui_screenshots.py)
 
 if [ ${#needed[@]} -gt 0 ]; then
   install="apt-get update && apt-get install -y --no-install-recommends ${needed[*]}"

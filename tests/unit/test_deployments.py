@@ -36,7 +36,14 @@ EXPECTED_FLOWS = {
     "restore-drill": "restore-drill",
     "disaster-recovery": "disaster-recovery",
     "backup-status": "status",
+    "list-backups": "list-backups",
+    "restore": "restore",
+    "failback": "failback",
 }
+# Started by a person (from the UI) or an automation, never on a schedule.
+ON_DEMAND = ["disaster-recovery", "list-backups", "restore", "failback"]
+# Each of these changes what serves production: the run pauses for a decision in the UI first.
+GATED = ["disaster-recovery", "restore", "failback"]
 # The guide's backup strategy: series kind -> how long its backups are kept, as (years, months, days, hours).
 GUIDE_RETENTION = {"daily": (0, 0, 7, 0), "weekly": (0, 0, 28, 0), "monthly": (0, 12, 0, 0)}
 
@@ -114,13 +121,23 @@ def test_work_pool_is_the_shared_process_pool(name):
     assert DEPLOYMENTS[name]["work_pool"] == {"name": "qilbee-process"}
 
 
-def test_only_disaster_recovery_is_unscheduled_and_it_waits_for_approval():
+def test_only_the_on_demand_jobs_are_unscheduled_and_those_that_change_production_wait_for_approval(flows):
     unscheduled = [name for name, d in DEPLOYMENTS.items() if not d.get("schedules")]
-    assert unscheduled == ["disaster-recovery"]
-    assert DEPLOYMENTS["disaster-recovery"]["parameters"]["approve"] is True
+    assert unscheduled == ON_DEMAND
+    for name in GATED:
+        assert DEPLOYMENTS[name]["parameters"]["approve"] is True, name
+        # The flow's own default is the safe one for a run started without the deployment's parameters.
+        assert flows[name].parameters.properties["approve"]["default"] is False, name
 
 
-@pytest.mark.parametrize("name", sorted(set(EXPECTED_FLOWS) - {"disaster-recovery"}))
+def test_an_operator_needs_no_shell_on_the_worker():
+    """Restore a chosen backup (or the newest) into a chosen target, list, status and failback: each a deployment."""
+    assert DEPLOYMENTS["restore"]["parameters"]["backup"] == "latest" and DEPLOYMENTS["restore"]["parameters"]["data_dir"]
+    assert DEPLOYMENTS["failback"]["parameters"]["recovery"] == "latest"
+    assert {"list-backups", "backup-status", "restore", "failback"} <= set(DEPLOYMENTS)
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED_FLOWS) - set(ON_DEMAND)))
 def test_every_schedule_is_a_cron_in_utc(name):
     for schedule in DEPLOYMENTS[name]["schedules"]:
         assert schedule["cron"] and schedule["timezone"] == "UTC"
