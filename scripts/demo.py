@@ -85,7 +85,7 @@ def main() -> int:
         say("backup, run directly: snapshot → copy → upload → verify   (qilbee-backup backup --source URL --repo DIR --kind daily)")
         first = backup(source=url, repos=[repo], kind="daily")
         print(json.dumps({k: first[k] for k in ("backup_id", "mode", "files", "bytes_total", "bytes_uploaded", "duration_s")}))
-        keys = sorted(p.name for p in (WORK / "repository" / "keys").iterdir())
+        keys = sorted(p.stem for p in (WORK / "repository" / "keys").iterdir())
         print(f"  the repository is encrypted (AES-256-GCM, keyed blob names) under QILBEE_PASSWORD: key {keys[0]}; "
               "its blobs and manifests hold nothing readable")
 
