@@ -145,11 +145,13 @@ def _alive(pid: int) -> bool:
     return "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def _page(browser, url: str, height: int = 1000, wait_for: str | None = None):
+def _page(browser, url: str, height: int = 1000, wait_for: str | tuple[str, ...] | None = None):
+    """The page once every text in wait_for shows: the UI renders an artifact's markdown in parts, so
+    waiting for its first line alone can read a page whose tables are not there yet (seen under load)."""
     page = browser.new_page(viewport={"width": WIDTH, "height": height}, color_scheme="light")
     page.goto(url)
-    if wait_for:
-        page.get_by_text(wait_for).first.wait_for(timeout=60_000)
+    for text in (wait_for,) if isinstance(wait_for, str) else wait_for or ():
+        page.get_by_text(text).first.wait_for(timeout=60_000)
     page.wait_for_load_state("networkidle")
     return page
 
@@ -173,7 +175,8 @@ def _save(stack: Stack, page_or_locator, name: str, whole: bool = False) -> Path
 
 
 def test_the_status_report_reads_ready_with_its_sources(stack, browser):
-    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id('backup-status')}", wait_for="Backup status")
+    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id('backup-status')}",
+                 wait_for=("Backup status", "Sources", "drills recorded", stack.source))
     main = page.inner_text("body")
     assert "READY: 1 source recoverable within the targets" in main
     assert "Sources" in main and stack.source in main and "drills recorded" in main
@@ -185,7 +188,8 @@ def test_the_drill_report_shows_the_rto_trend_chart(stack, browser):
     from qilbee_backup.report import artifact_key
 
     key = artifact_key("restore-drill-report", stack.source)
-    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id(key)}", wait_for="Restore drill of backup")
+    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id(key)}",
+                 wait_for=("Restore drill of backup", f"Restore drills (the last {DRILLS})"))
     assert f"Restore drills (the last {DRILLS})" in page.inner_text("body")
     chart = page.locator('img[src^="data:image/svg+xml;base64,"]')
     assert chart.count() == 1, "the RTO chart is not in the page"
