@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import os
 import secrets
 import socket
@@ -225,13 +224,13 @@ class RepoKey:
         return AESGCM(key)
 
     def seal(self, data: bytes, name: str) -> bytes:
-        out = io.BytesIO()
+        out = _BytesSink()
         with self.writer(out, name) as w:
             w.write(data)
         return out.getvalue()
 
     def open(self, data: bytes, name: str) -> bytes:
-        reader = self.reader(io.BytesIO(data), name)
+        reader = self.reader(_BytesSource(data), name)
         parts = []
         while chunk := reader.read(FRAME):
             parts.append(chunk)
@@ -377,6 +376,29 @@ class OpeningReader:
 
     def readable(self) -> bool:
         return True
+
+
+class _BytesSink:
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class _BytesSource:
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = len(self._view)
+        chunk, self._view = self._view[:n], self._view[n:]
+        return bytes(chunk)
 
 
 @dataclass(frozen=True)
