@@ -245,8 +245,10 @@ def test_a_paused_failback_is_decided_in_the_browser(stack, browser):
     from qilbee_backup.report import artifact_key
 
     key = artifact_key("failback-report", stack.source)
-    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id(key)}", wait_for="Failback of recovery")
-    assert f"done: {RECORD} → {PRIMARY_ADDRESS}, the primary" in page.inner_text("body")
+    done_line = f"done: {RECORD} → {PRIMARY_ADDRESS}, the primary"
+    page = _page(browser, f"{stack.ui}/v2/artifacts/artifact/{stack.artifact_id(key)}",
+                 wait_for=("Failback of recovery", done_line))
+    assert done_line in page.inner_text("body")
     _save(stack, page, "failback-report.png", whole=True)
 
 

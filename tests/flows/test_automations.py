@@ -499,12 +499,13 @@ def test_no_backup_within_the_rpo_posts_naming_the_last_good_one(stack, backup_t
     completed_at = last_good.end_time.timestamp()
     receiver = stack["receiver"]
     post = receiver.wait_for(lambda p: "no successful backup within the RPO" in _subject(p)
-                             and last_good.name in p["json"]["body"], timeout=RPO_S + 30)
+                             and last_good.name in p["json"]["body"], timeout=RPO_S + 60)
     assert post is not None, [_subject(p) for p in receiver.posts]
     assert _subject(post) == f"qilbee-backup: no successful backup within the RPO of {RPO_S}s"
     assert f"Latest completed backup: flow run {last_good.name}" in post["json"]["body"]
-    # The completed backup restarted the window: the alert comes one RPO after it, not before.
-    assert completed_at + RPO_S - 1 <= post["at"] <= completed_at + RPO_S + 15
+    # The completed backup restarted the window: the alert comes one RPO after it, not before (the late
+    # bound is loose: under a loaded CI the server's trigger and action services lag by tens of seconds).
+    assert completed_at + RPO_S - 1 <= post["at"] <= completed_at + RPO_S + 45
     early = [p for p in receiver.posts if "no successful backup" in _subject(p) and completed_at + 3 < p["at"] < completed_at + RPO_S - 1]
     assert early == []
 
