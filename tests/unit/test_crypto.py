@@ -35,7 +35,8 @@ def test_a_sealed_object_opens_to_its_bytes_and_has_the_size_sealed_size_says(ke
     sealed = key.seal(data, "blob:x")
     assert len(sealed) == sealed_size(size) == HEADER_BYTES + size + (size // FRAME + 1) * TAG_BYTES
     assert key.open(sealed, "blob:x") == data
-    assert data[:64] not in sealed or size == 0  # nothing of the plaintext shows
+    # Nothing of the plaintext shows (below 16 bytes, random ciphertext contains it by chance: 1 byte in ~13% of runs).
+    assert size < 16 or data[:64] not in sealed
 
 
 def test_streaming_in_odd_pieces_gives_an_object_that_opens_the_same(key):
