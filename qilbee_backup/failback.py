@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import QilbeeBackupError
-from .report import NONE, Report, Table, _markdown, _rows, _text, duration, joined, number, plain, utc, yes_no
+from .report import NONE, Report, Table, _markdown, _rows, _text, approval_text, duration, joined, number, plain, yes_no
 
 FIGURES = ("nodeCount", "relationshipCount")
 WORDS = {"nodeCount": "nodes", "relationshipCount": "relationships"}
@@ -117,10 +117,7 @@ def report(result: dict[str, Any]) -> Report:
     elif "dns" in result:
         rep.add("DNS", "not switched by the recovery: nothing to switch back")
     if "approval" in result:
-        a = result.get("approval")
-        rep.add("approval", "not asked" if not a else
-                f"{'approved' if a.get('approved') else 'DECLINED'} by {plain(a.get('decided_by'))} at "
-                f"{utc(a.get('decided_at'))}" + (f": {a['note']}" if a.get("note") else ""))
+        rep.add("approval", approval_text(result.get("approval")))
     if result.get("forced"):
         rep.add("forced", yes_no(True) + " (figures not required to match)")
     if result.get("comparison"):

@@ -660,6 +660,14 @@ def _failed_index(steps: list[dict], name: str | None) -> int | None:
     return None
 
 
+def approval_text(a: dict | None) -> str:
+    """An approval gate's outcome in one line (DR, restore, failback)."""
+    if not a:
+        return "not asked"
+    return (f"{'approved' if a.get('approved') else 'DECLINED'} by {plain(a.get('decided_by'))} at "
+            f"{utc(a.get('decided_at'))}" + (f": {a['note']}" if a.get("note") else ""))
+
+
 def _instance(report: Report, result: dict) -> None:
     inst = result.get("instance")
     if inst:
@@ -677,10 +685,7 @@ def _instance(report: Report, result: dict) -> None:
     elif "instance" in result:
         report.add("instance", "none started")
     if "approval" in result:
-        a = result.get("approval")
-        report.add("approval", "not asked" if not a else
-                   f"{'approved' if a.get('approved') else 'DECLINED'} by {plain(a.get('decided_by'))} at "
-                   f"{utc(a.get('decided_at'))}" + (f": {a['note']}" if a.get("note") else ""))
+        report.add("approval", approval_text(result.get("approval")))
     if "dns" in result:
         d = result.get("dns")
         report.add("DNS", f"{plain(d.get('record'))} → {joined(_listed(d.get('new')))} (was {joined(_listed(d.get('old')))})"
