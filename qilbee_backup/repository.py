@@ -41,9 +41,10 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -313,18 +314,15 @@ class Repository:
         has one: QILBEE_PASSWORD, QILBEE_PASSWORD_FILE, a CLI flag or prompt, a Prefect Secret).
         Nothing to do for an unencrypted one. KeyRequired without a passphrase; WrongPassphrase
         when no key file opens with it. scrypt runs once per key file tried, once per command."""
-        if self.key is not None:
+        if self.key is not None or self._plain_checked:
             return
         config = self.config()
-        if not self.encrypted(config):
-            if next(iter(self.dest.list(KEYS)), None) is not None:
-                raise IntegrityError(f"{self.url}: {CONFIG_KEY} says the repository is unencrypted, yet it holds keys "
-                                     "(an edited config?); refusing to write plaintext into it")
+        if self._plain(config):
+            self._plain_checked = True
             return
         passphrase = passphrase or find_password()
         if not passphrase:
-            raise KeyRequired(f"{self.url} is encrypted: give its passphrase (QILBEE_PASSWORD, QILBEE_PASSWORD_FILE "
-                              "or --password-file)")
+            raise self._key_required()
         keys = self.key_files()
         if not keys:
             raise IntegrityError(f"{self.url} is encrypted but holds no key file under {KEYS}")
@@ -657,10 +655,23 @@ class Repository:
     def check_writable(self) -> None:
         """Never plaintext into an encrypted repository: writing needs its key."""
         if self.key is None and not self._plain_checked:
-            if self.encrypted():
-                raise KeyRequired(f"{self.url} is encrypted: give its passphrase (QILBEE_PASSWORD, "
-                                  "QILBEE_PASSWORD_FILE or --password-file)")
+            if not self._plain(self.config()):
+                raise self._key_required()
             self._plain_checked = True
+
+    def _plain(self, config: dict[str, Any]) -> bool:
+        """Whether the repository is unencrypted; IntegrityError when its config says so yet it holds
+        keys (an edited config must not make us write plaintext beside sealed objects)."""
+        if self.encrypted(config):
+            return False
+        if next(iter(self.dest.list(KEYS)), None) is not None:
+            raise IntegrityError(f"{self.url}: {CONFIG_KEY} says the repository is unencrypted, yet it holds keys "
+                                 "(an edited config?); refusing to write plaintext into it")
+        return True
+
+    def _key_required(self) -> KeyRequired:
+        return KeyRequired(f"{self.url} is encrypted: give its passphrase (QILBEE_PASSWORD, QILBEE_PASSWORD_FILE "
+                           "or --password-file)")
 
     def referenced_blobs(self) -> set[str]:
         """Every blob a backup needs; IntegrityError while a damaged manifest hides what it needs."""
@@ -817,6 +828,54 @@ class Repository:
                             datetime.min.replace(tzinfo=timezone.utc), "unreadable-" + hashlib.sha256(data).hexdigest()[:16])
 
 
+# -- opening ahead ------------------------------------------------------------------------------
+# A command knows its repository's URL long before it opens it (it still imports its runbook and
+# checks its input). Opening it meanwhile, in a thread, hides the KDF (scrypt runs outside the GIL)
+# and the first requests behind that work. Only a success is kept: any failure is left for
+# open_repository to meet again in the caller's thread, so errors and where they surface do not change.
+
+_AHEAD: dict[str, tuple[dict[str, Any], Future]] = {}
+
+
+def open_ahead(url: str, **options: Any) -> None:
+    """Start opening (and, with a passphrase at hand that needs no prompt, unlocking) the repository at
+    url in a daemon thread; open_repository(url, **the same options) takes it. Reads only."""
+    if url in _AHEAD:
+        return
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            repo = Repository.open(url, **options)
+            passphrase = find_password(interactive=False)
+            if passphrase:
+                try:
+                    repo.unlock(passphrase)
+                except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
+                    pass
+            future.set_result(repo)
+        except BaseException as exc:  # noqa: BLE001 - the caller opens it itself and meets it there
+            future.set_exception(exc)
+
+    _AHEAD[url] = (dict(options), future)
+    threading.Thread(target=work, name="open-ahead", daemon=True).start()
+
+
+def forget_ahead() -> None:
+    """Drop what was opened ahead and not taken (a command ends; the next must not see stale state)."""
+    _AHEAD.clear()
+
+
+def _take_ahead(url: str, options: dict[str, Any]) -> Repository | None:
+    found = _AHEAD.pop(url, None)
+    if found is None or found[0] != options:
+        return None
+    try:
+        return found[1].result()
+    except Exception:  # noqa: BLE001 - opened again below, where the error is raised as always
+        return None
+
+
 def open_repository(url: str, *, must_exist: bool = True, **options) -> Repository:
     """The repository at url; options are S3Options fields (storage_class, sse, lock_mode, lock_days, ...).
 
@@ -825,7 +884,7 @@ def open_repository(url: str, *, must_exist: bool = True, **options) -> Reposito
     pointed at the wrong place fails instead of passing. A backup creates the repository itself, once
     its input is valid and its source answered.
     lock_mode/lock_days on a directory: UsageError; on a bucket without Object Lock: DestinationError."""
-    repo = Repository.open(url, **options)
+    repo = _take_ahead(url, options) or Repository.open(url, **options)
     repo.url = url  # as the operator gave it: what reports name
     if must_exist:
         try:

@@ -102,7 +102,21 @@ def use_passwords(given: dict[str, Any]) -> None:
                 asked.append(getpass.getpass("repository passphrase: ", stream=sys.stderr))
             return asked[0] or None
 
-        add_password_source(prompt, first=False)
+        add_password_source(prompt, first=False, interactive=True)
+
+
+def open_repositories_ahead(given: dict[str, Any]) -> bool:
+    """A direct run: start opening the repositories named (their KDF, their first requests) while the
+    runbook is imported and the input checked; see repository.open_ahead. Whether any was started."""
+    named = given.get("repo")
+    urls = [named] if isinstance(named, str) else [u for u in named or [] if isinstance(u, str)]
+    if not any(urls):
+        return False
+    from qilbee_backup.repository import open_ahead
+
+    for url in filter(None, urls):
+        open_ahead(url)
+    return True
 
 
 # -- validate, then run ---------------------------------------------------------------------------------

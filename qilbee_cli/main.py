@@ -28,6 +28,7 @@ from qilbee_cli.common import (
     Parser,
     add_password,
     add_prefect_choice,
+    open_repositories_ahead,
     prefect_api_configured,
     print_result,
     use_passwords,
@@ -67,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         MODE.prefect = prefect_api_configured()
     _log_to_stderr()
     command = next(c for c in COMMANDS if c.NAME == args.command)
+    opened_ahead = False
     try:
         use_passwords(given)
+        opened_ahead = not MODE.prefect and open_repositories_ahead(given)
         result = command.run(given)
     except QilbeeBackupError as e:
         report = getattr(e, "result", None)
@@ -79,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qilbee-backup: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if opened_ahead:
+            from qilbee_backup.repository import forget_ahead
+
+            forget_ahead()
     if result is not None:
         print_result(result, as_json)
     return 1 if isinstance(result, dict) and result.get("ok") is False else 0

@@ -60,7 +60,7 @@ class Key:
             new = read_password_file(path)
             NEW_PASSWORDS.add(lambda: new)
         elif action in ("add", "passwd") and sys.stdin.isatty() and sys.stderr.isatty():
-            NEW_PASSWORDS.add(_ask_twice, first=False)
+            NEW_PASSWORDS.add(_ask_twice, first=False, interactive=True)
         runbook = {"list": keys.key_list, "add": keys.key_add, "remove": keys.key_remove, "passwd": keys.key_passwd}[action]
         return run_flow(runbook, pick(given, "repo", *(("key_id",) if action == "remove" else ())), read_only=True)
 

@@ -227,6 +227,28 @@ def test_an_unencrypted_repository_keeps_working_and_says_so(emulator, run_cli, 
     assert ok(run_cli("stats", "--repo", repo, "--json"))["backups"] == 1
 
 
+def test_a_config_edited_to_unencrypted_is_refused_and_nothing_plain_is_written(emulator, run_cli, cli_env, tmp_path):
+    """Someone with write access to the bucket rewrites config.json to say "unencrypted": every command
+    refuses (with or without a passphrase) rather than write plaintext beside the sealed objects."""
+    repo = tmp_path / "repo"
+    ok(run_cli("backup", "--no-prefect", "--source", emulator.url, "--repo", str(repo), "--json"))
+    config = json.loads((repo / "config.json").read_text())
+    config.pop("encryption")
+    config["version"] = 2
+    (repo / "config.json").write_text(json.dumps(config))
+    before = {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+    missing = {k: v for k, v in cli_env.items() if not k.startswith("QILBEE_PASSWORD")}
+    for env in (cli_env, missing):
+        for command in (["backup", "--no-prefect", "--source", emulator.url, "--repo", str(repo)],
+                        ["prune", "--no-prefect", "--repo", str(repo), "--keep-last", "1", "--grace", "0"],
+                        ["list", "--repo", str(repo)]):
+            line = one_error_line(run_cli(*command, env=env), 1)
+            assert "says the repository is unencrypted, yet it holds keys" in line, (command, line)
+    after = {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert after == before
+
+
 def test_an_archive_and_a_blob_decrypt_by_hand_with_only_the_script(emulator, run_cli, cli_env, tmp_path):
     repo = tmp_path / "repo"
     made = ok(run_cli("archive", "--no-prefect", "--source", emulator.url, "--repo", str(repo), "--keep-checkpoints", "5",

@@ -1,0 +1,90 @@
+"""Opening a repository ahead (repository.open_ahead): the KDF and the first reads run in a thread while
+the command goes on; open_repository takes the result. Only a success is kept, so every error is met
+again, in the caller's thread, as without it; a prompt is never asked from the thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from qilbee_backup import crypto
+from qilbee_backup.crypto import WrongPassphrase
+from qilbee_backup.repository import Repository, forget_ahead, open_ahead, open_repository
+
+PASSPHRASE = "open-ahead passphrase"
+
+
+@pytest.fixture
+def kdf_threads(monkeypatch):
+    """The name of the thread each KDF ran in."""
+    names: list[str] = []
+    real = crypto._kek
+
+    def counted(*args):
+        names.append(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(crypto, "_kek", counted)
+    yield names
+    forget_ahead()
+
+
+@pytest.fixture
+def encrypted_repo(tmp_path, monkeypatch) -> str:
+    url = str(tmp_path / "repo")
+    Repository.open(url).init(passphrase=PASSPHRASE)
+    monkeypatch.setenv("QILBEE_PASSWORD", PASSPHRASE)
+    return url
+
+
+def test_the_kdf_runs_once_in_the_thread_and_the_repository_is_taken_unlocked(encrypted_repo, kdf_threads):
+    open_ahead(encrypted_repo)
+    repo = open_repository(encrypted_repo)
+    assert repo.key is not None and repo.url == encrypted_repo
+    assert kdf_threads == ["open-ahead"]
+
+
+def test_a_wrong_passphrase_is_met_again_in_the_callers_thread(encrypted_repo, kdf_threads, monkeypatch):
+    monkeypatch.setenv("QILBEE_PASSWORD", "not it")
+    open_ahead(encrypted_repo)
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        open_repository(encrypted_repo)
+    assert kdf_threads == ["open-ahead", "MainThread"]
+
+
+def test_a_prompt_is_asked_only_from_the_callers_thread(encrypted_repo, kdf_threads, monkeypatch):
+    monkeypatch.delenv("QILBEE_PASSWORD")
+    asked: list[str] = []
+
+    def prompt() -> str:
+        asked.append(threading.current_thread().name)
+        return PASSPHRASE
+
+    crypto.add_password_source(prompt, first=False, interactive=True)
+    try:
+        open_ahead(encrypted_repo)
+        repo = open_repository(encrypted_repo)
+    finally:
+        crypto.PASSWORDS.remove(prompt)
+    assert repo.key is not None
+    assert asked == ["MainThread"] and kdf_threads == ["MainThread"]
+
+
+def test_other_options_or_a_forgotten_ahead_open_anew(encrypted_repo, kdf_threads):
+    open_ahead(encrypted_repo)
+    assert open_repository(encrypted_repo, storage_class="STANDARD_IA").key is not None  # not what was opened ahead
+    open_ahead(encrypted_repo)
+    forget_ahead()
+    assert open_repository(encrypted_repo).key is not None
+    assert kdf_threads.count("MainThread") == 2
+
+
+def test_a_location_without_a_repository_is_reported_by_the_caller(tmp_path, kdf_threads):
+    from qilbee_backup.errors import NotFound
+
+    url = str(tmp_path / "nothing-here")
+    open_ahead(url)
+    with pytest.raises(NotFound):
+        open_repository(url)
+    assert not (tmp_path / "nothing-here").exists()  # opening ahead reads only
