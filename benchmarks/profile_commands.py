@@ -64,6 +64,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1024, help="database size in MiB (default 1024)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/qilbee-bench"))
     ap.add_argument("--plain", action="store_true", help="an unencrypted repository (default: encrypted)")
+    ap.add_argument("--keep", action="store_true", help="keep the profiles (*.prof) for pstats; their directory is printed")
     args = ap.parse_args()
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,12 @@ def main() -> int:
             outer = sum(v for k, v in parts.items() if not k.startswith("KDF"))  # the KDF runs inside open/prepare
             print(f"  {'the rest: start-up, imports, flow glue':48} {wall - outer:6.2f} s")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.keep:
+            for leftover in ("live", "restored"):
+                shutil.rmtree(scratch / leftover, ignore_errors=True)
+            print(f"\nprofiles kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
