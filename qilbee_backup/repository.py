@@ -41,10 +41,9 @@ import os
 import re
 import secrets
 import socket
-import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
+from . import ahead
 from .blobs import BlobRead, HashingWriter, StagedBlob, read_blob
 from .crypto import (
     FRAME,
@@ -828,52 +828,17 @@ class Repository:
                             datetime.min.replace(tzinfo=timezone.utc), "unreadable-" + hashlib.sha256(data).hexdigest()[:16])
 
 
-# -- opening ahead ------------------------------------------------------------------------------
-# A command knows its repository's URL long before it opens it (it still imports its runbook and
-# checks its input). Opening it meanwhile, in a thread, hides the KDF (scrypt runs outside the GIL)
-# and the first requests behind that work. Only a success is kept: any failure is left for
-# open_repository to meet again in the caller's thread, so errors and where they surface do not change.
-
-_AHEAD: dict[str, tuple[dict[str, Any], Future]] = {}
-
-
-def open_ahead(url: str, **options: Any) -> None:
-    """Start opening (and, with a passphrase at hand that needs no prompt, unlocking) the repository at
-    url in a daemon thread; open_repository(url, **the same options) takes it. Reads only."""
-    if url in _AHEAD:
-        return
-    future: Future = Future()
-
-    def work() -> None:
+def opened_early(url: str, options: dict[str, Any]) -> Repository:
+    """The repository at url, opened for ahead.open_ahead (in its thread): unlocked when a passphrase
+    is at hand without a prompt and opens it; any failure to unlock is left for the caller to meet."""
+    repo = Repository.open(url, **options)
+    passphrase = find_password(interactive=False)
+    if passphrase:
         try:
-            repo = Repository.open(url, **options)
-            passphrase = find_password(interactive=False)
-            if passphrase:
-                try:
-                    repo.unlock(passphrase)
-                except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
-                    pass
-            future.set_result(repo)
-        except BaseException as exc:  # noqa: BLE001 - the caller opens it itself and meets it there
-            future.set_exception(exc)
-
-    _AHEAD[url] = (dict(options), future)
-    threading.Thread(target=work, name="open-ahead", daemon=True).start()
-
-
-def forget_ahead() -> None:
-    """Drop what was opened ahead and not taken (a command ends; the next must not see stale state)."""
-    _AHEAD.clear()
-
-
-def _take_ahead(url: str, options: dict[str, Any]) -> Repository | None:
-    found = _AHEAD.pop(url, None)
-    if found is None or found[0] != options:
-        return None
-    try:
-        return found[1].result()
-    except Exception:  # noqa: BLE001 - opened again below, where the error is raised as always
-        return None
+            repo.unlock(passphrase)
+        except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
+            pass
+    return repo
 
 
 def open_repository(url: str, *, must_exist: bool = True, **options) -> Repository:
@@ -884,7 +849,7 @@ def open_repository(url: str, *, must_exist: bool = True, **options) -> Reposito
     pointed at the wrong place fails instead of passing. A backup creates the repository itself, once
     its input is valid and its source answered.
     lock_mode/lock_days on a directory: UsageError; on a bucket without Object Lock: DestinationError."""
-    repo = _take_ahead(url, options) or Repository.open(url, **options)
+    repo = ahead.take(url, options) or Repository.open(url, **options)
     repo.url = url  # as the operator gave it: what reports name
     if must_exist:
         try:

@@ -112,7 +112,7 @@ def open_repositories_ahead(given: dict[str, Any]) -> bool:
     urls = [named] if isinstance(named, str) else [u for u in named or [] if isinstance(u, str)]
     if not any(urls):
         return False
-    from qilbee_backup.repository import open_ahead
+    from qilbee_backup.ahead import open_ahead
 
     for url in filter(None, urls):
         open_ahead(url)

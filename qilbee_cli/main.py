@@ -84,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if opened_ahead:
-            from qilbee_backup.repository import forget_ahead
+            from qilbee_backup.ahead import forget
 
-            forget_ahead()
+            forget()
     if result is not None:
         print_result(result, as_json)
     return 1 if isinstance(result, dict) and result.get("ok") is False else 0

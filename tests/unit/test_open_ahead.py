@@ -1,4 +1,4 @@
-"""Opening a repository ahead (repository.open_ahead): the KDF and the first reads run in a thread while
+"""Opening a repository ahead (ahead.open_ahead): the KDF and the first reads run in a thread while
 the command goes on; open_repository takes the result. Only a success is kept, so every error is met
 again, in the caller's thread, as without it; a prompt is never asked from the thread."""
 
@@ -10,7 +10,9 @@ import pytest
 
 from qilbee_backup import crypto
 from qilbee_backup.crypto import WrongPassphrase
-from qilbee_backup.repository import Repository, forget_ahead, open_ahead, open_repository
+from qilbee_backup.ahead import forget as forget_ahead
+from qilbee_backup.ahead import open_ahead
+from qilbee_backup.repository import Repository, open_repository
 
 PASSPHRASE = "open-ahead passphrase"
 
