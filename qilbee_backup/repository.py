@@ -68,7 +68,15 @@ from .crypto import (
     wrap_master_key,
 )
 from .destinations.base import Destination, ObjectInfo
-from .errors import IntegrityError, LockedError, NotFound, ObjectLocked, QilbeeBackupError, UsageError
+from .errors import (
+    DestinationError,
+    IntegrityError,
+    LockedError,
+    NotFound,
+    ObjectLocked,
+    QilbeeBackupError,
+    UsageError,
+)
 from .manifest import SHA256_RE, Manifest, parse_backup_id
 from .retention import Duration
 
@@ -243,6 +251,7 @@ class Repository:
         self.url = dest.url
         self.key = key  # the unlocked master key of an encrypted repository (None: unencrypted)
         self._plain_checked = False  # config read and found unencrypted (so writing plain is right)
+        self._early_error: BaseException | None = None  # what unlocking ahead met: see opened_early
 
     def __repr__(self) -> str:
         return f"Repository(url={self.url!r})"
@@ -316,6 +325,9 @@ class Repository:
         when no key file opens with it. scrypt runs once per key file tried, once per command."""
         if self.key is not None or self._plain_checked:
             return
+        early, self._early_error = self._early_error, None
+        if early is not None and passphrase is None:
+            raise early
         config = self.config()
         if self._plain(config):
             self._plain_checked = True
@@ -830,12 +842,16 @@ class Repository:
 
 def opened_early(url: str, options: dict[str, Any]) -> Repository:
     """The repository at url, opened for ahead.open_ahead (in its thread): unlocked when a passphrase
-    is at hand without a prompt and opens it; any failure to unlock is left for the caller to meet."""
+    is at hand without a prompt and opens it. A failure to unlock is the caller's to meet, where it
+    unlocks: a wrong passphrase or a store that fails is kept and raised there (met twice, it would
+    cost a second KDF, or a second round of retries); anything else is left to happen again."""
     repo = Repository.open(url, **options)
     passphrase = find_password(interactive=False)
     if passphrase:
         try:
             repo.unlock(passphrase)
+        except (WrongPassphrase, DestinationError, ConnectionError) as exc:
+            repo._early_error = exc
         except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
             pass
     return repo

@@ -47,12 +47,18 @@ def test_the_kdf_runs_once_in_the_thread_and_the_repository_is_taken_unlocked(en
     assert kdf_threads == ["open-ahead"]
 
 
-def test_a_wrong_passphrase_is_met_again_in_the_callers_thread(encrypted_repo, kdf_threads, monkeypatch):
+def test_a_wrong_passphrase_is_raised_where_the_caller_unlocks_without_a_second_kdf(encrypted_repo, kdf_threads,
+                                                                                    monkeypatch):
     monkeypatch.setenv("QILBEE_PASSWORD", "not it")
+    open_ahead(encrypted_repo)
+    repo = open_repository(encrypted_repo, must_exist=False)  # as a backup opens: unlocked later, in prepare
+    assert repo.key is None
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        repo.unlock()
+    assert kdf_threads == ["open-ahead"]
     open_ahead(encrypted_repo)
     with pytest.raises(WrongPassphrase, match="wrong passphrase"):
         open_repository(encrypted_repo)
-    assert kdf_threads == ["open-ahead", "MainThread"]
 
 
 def test_a_prompt_is_asked_only_from_the_callers_thread(encrypted_repo, kdf_threads, monkeypatch):
