@@ -84,6 +84,12 @@ BackupRef = _shaped(f"latest|{BACKUP_ID_RE.pattern}", "a backup id or latest", [
 # Not blank, no surrounding spaces, no control characters.
 _PRINTABLE = r"[^\s\x00-\x1f](?:[^\x00-\x1f]*[^\s\x00-\x1f])?"
 KeyId = _shaped(r"[0-9a-f]{16}", "a key id: 16 hex digits, as `key list` shows it", ["4b05e9fd1abfe021"], max_length=16)
+# AWS's four ways to name a KMS key: key id, alias name, key ARN, alias ARN (multi-Region keys: mrk-...).
+_KMS_NAME = r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+KmsKeyId = _shaped(rf"{_KMS_NAME}|alias/[A-Za-z0-9/_-]{{1,250}}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:"
+                   rf"(?:key/{_KMS_NAME}|alias/[A-Za-z0-9/_-]{{1,250}})",
+                   "an AWS KMS key: its id, alias/NAME, or its key or alias ARN",
+                   ["alias/qilbee-backup", "1234abcd-12ab-34cd-56ef-1234567890ab"], max_length=2048)
 Text = _shaped(_PRINTABLE, "a non-empty value without surrounding spaces or control characters", ["qilbeedb --data {data_dir}"])
 PathText = _shaped(_PRINTABLE, "a path (not empty, no surrounding spaces or control characters)", ["/var/lib/qilbeedb"])
 Name = _shaped(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}", "a name: letters, digits, '.', '_' or '-'", ["qilbeedb"])

@@ -267,21 +267,29 @@ class Repository:
 
     # -- config ------------------------------------------------------------------------
 
-    def init(self, now: datetime | None = None, *, passphrase: str | None = None) -> dict[str, Any]:
+    def init(self, now: datetime | None = None, *, passphrase: str | None = None,
+             kms_key_id: str | None = None) -> dict[str, Any]:
         """Create the repository unless it exists (idempotent, safe to race): encrypted under
-        passphrase (a new master key and its first key file), unencrypted when None. An existing one
-        is checked (and unlocked when a passphrase is given and it is encrypted); a version 1
-        repository is upgraded before anything is written in the version 2 layout."""
+        passphrase, or under the AWS KMS key kms_key_id (a new master key and its first key file),
+        unencrypted when neither. An existing one is checked (and unlocked when a passphrase is given
+        and it is encrypted); a version 1 repository is upgraded before anything is written in the
+        version 2 layout."""
         now = now or _utcnow()
         config: dict[str, Any] = {"format": FORMAT_NAME, "version": REPOSITORY_VERSION, "created_at": now.isoformat()}
         key_file = None
-        if passphrase is not None and not self.exists():
+        if (passphrase is not None or kms_key_id is not None) and not self.exists():
             master, repo_id = new_master_key(), secrets.token_hex(16)
             config = {**config, "version": ENCRYPTED_VERSION, "id": repo_id, "encryption": Encryption().as_config()}
             key_id = new_key_id()
             key_file = f"{KEYS}{key_id}.json"
+            if kms_key_id is not None:
+                from . import kms
+
+                wrapped = kms.wrap(master, kms_key_id, repo_id, now=now)
+            else:
+                wrapped = wrap_master_key(master, passphrase, repo_id, now=now)
             # The key first: a config naming an encryption nobody can open would lock everyone out.
-            self.dest.put_bytes(key_file, json.dumps(wrap_master_key(master, passphrase, repo_id, now=now)).encode())
+            self.dest.put_bytes(key_file, json.dumps(wrapped).encode())
         if self.dest.put_bytes(CONFIG_KEY, json.dumps(config).encode(), if_absent=True):
             if key_file is not None:
                 self.key = RepoKey(master, key_id)
@@ -318,11 +326,12 @@ class Repository:
                 log.warning("%s: ignoring unreadable key file %s", self.url, info.key)
         return found
 
-    def unlock(self, passphrase: str | None = None) -> None:
-        """Open an encrypted repository's master key with a passphrase (else the first source that
-        has one: QILBEE_PASSWORD, QILBEE_PASSWORD_FILE, a CLI flag or prompt, a Prefect Secret).
-        Nothing to do for an unencrypted one. KeyRequired without a passphrase; WrongPassphrase
-        when no key file opens with it. scrypt runs once per key file tried, once per command."""
+    def unlock(self, passphrase: str | None = None, *, interactive: bool = True) -> None:
+        """Open an encrypted repository's master key: by AWS KMS when it has a KMS key and no
+        passphrase is given here, else with a passphrase (the first source that has one:
+        QILBEE_PASSWORD, QILBEE_PASSWORD_FILE, a CLI flag or prompt (not when interactive is False),
+        a Prefect Secret). Nothing to do for an unencrypted one. KeyRequired without a passphrase;
+        WrongPassphrase when no key file opens with it. scrypt runs once per key file tried, once per command."""
         if self.key is not None or self._plain_checked:
             return
         early, self._early_error = self._early_error, None
@@ -332,18 +341,45 @@ class Repository:
         if self._plain(config):
             self._plain_checked = True
             return
-        passphrase = passphrase or find_password()
-        if not passphrase:
-            raise self._key_required()
         keys = self.key_files()
         if not keys:
             raise IntegrityError(f"{self.url} is encrypted but holds no key file under {KEYS}")
-        for key_id, key_file in sorted(keys.items()):
+        from . import kms
+
+        by_kms = {k: f for k, f in keys.items() if kms.is_kms(f)}
+        kms_refused = None
+        if by_kms and passphrase is None:
+            opened = kms.unwrap(by_kms, config.get("id", ""))
+            if isinstance(opened, tuple):
+                self.key = RepoKey(opened[1], opened[0])
+                return
+            kms_refused = opened
+        by_passphrase = {k: f for k, f in keys.items() if k not in by_kms}
+        passphrase = passphrase or find_password(interactive=interactive)
+        if not passphrase:
+            if kms_refused is not None:
+                raise kms.KmsRefused(f"{self.url}: KMS did not open it ({kms_refused}), and no passphrase was given")
+            raise self._key_required()
+        for key_id, key_file in sorted(by_passphrase.items()):
             master = unwrap_master_key(key_file, passphrase, config.get("id", ""))
             if master is not None:
                 self.key = RepoKey(master, key_id)
+                if kms_refused:
+                    log.warning("%s: opened with a passphrase; KMS did not open it (%s)", self.url, kms_refused)
                 return
-        raise WrongPassphrase(f"{self.url}: wrong passphrase (it opens none of the repository's {len(keys)} key(s))")
+        also = f"; KMS did not open it either ({kms_refused})" if kms_refused else ""
+        raise WrongPassphrase(f"{self.url}: wrong passphrase (it opens none of the repository's {len(by_passphrase)} "
+                              f"passphrase key(s)){also}")
+
+    def add_kms_key(self, kms_key_id: str) -> str:
+        """Let the AWS KMS key kms_key_id open the repository (the master key wrapped by KMS); the new key's id."""
+        from . import kms
+
+        self._need_key("add a key")
+        key_id = new_key_id()
+        self.dest.put_bytes(f"{KEYS}{key_id}.json", json.dumps(kms.wrap(self.key.master, kms_key_id, self.config()["id"])).encode(),
+                            if_absent=True)
+        return key_id
 
     def add_key(self, passphrase: str) -> str:
         """Wrap the master key under one more passphrase; the new key's id."""
@@ -368,11 +404,19 @@ class Repository:
         is not touched. Returns the new key's id."""
         self._need_key("change the passphrase")
         old = self.key.key_id
+        if old is not None and self._opened_by_kms():
+            raise UsageError(f"{self.url} was opened by KMS key {old}, not a passphrase: add a passphrase with key add, "
+                             "revoke a key with key remove")
         new = self.add_key(new_passphrase)
         if old is not None:
             self.dest.remove(f"{KEYS}{old}.json")
         self.key.key_id = new
         return new
+
+    def _opened_by_kms(self) -> bool:
+        from . import kms
+
+        return self.key is not None and kms.is_kms(self.key_files().get(self.key.key_id or "", {}))
 
     def _need_key(self, what: str) -> None:
         if self.key is None:
@@ -841,19 +885,17 @@ class Repository:
 
 
 def opened_early(url: str, options: dict[str, Any]) -> Repository:
-    """The repository at url, opened for ahead.open_ahead (in its thread): unlocked when a passphrase
-    is at hand without a prompt and opens it. A failure to unlock is the caller's to meet, where it
+    """The repository at url, opened for ahead.open_ahead (in its thread): unlocked when KMS or a
+    passphrase at hand without a prompt opens it. A failure to unlock is the caller's to meet, where it
     unlocks: a wrong passphrase or a store that fails is kept and raised there (met twice, it would
     cost a second KDF, or a second round of retries); anything else is left to happen again."""
     repo = Repository.open(url, **options)
-    passphrase = find_password(interactive=False)
-    if passphrase:
-        try:
-            repo.unlock(passphrase)
-        except (WrongPassphrase, DestinationError, ConnectionError) as exc:
-            repo._early_error = exc
-        except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
-            pass
+    try:
+        repo.unlock(interactive=False)
+    except (WrongPassphrase, DestinationError, ConnectionError) as exc:
+        repo._early_error = exc
+    except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
+        pass
     return repo
 
 

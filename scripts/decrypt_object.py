@@ -12,6 +12,13 @@ DIR is a copy of the repository (e.g. `aws s3 sync s3://bucket/prefix DIR`); OBJ
     backups/<id>.<digest>.json   a backup's manifest (JSON: every file, its SHA-256 and size)
     blobs/<xx>/<id>         one file's content, zstd-compressed: `zstd -dc OUT > FILE`
 
+A repository opened by AWS KMS (a key file whose "kdf" is "aws-kms") has no passphrase: get its
+master key from KMS, then pass it with --master-key-file:
+
+    aws kms decrypt --ciphertext-blob fileb://<(jq -r .wrapped DIR/keys/ID.json | base64 -d) \
+        --encryption-context qilbee-backup-repository=$(jq -r .id DIR/config.json) \
+        --query Plaintext --output text | base64 -d > master.key
+
 To find a file's blob: decrypt the manifest, take the file's sha256, and compute its blob id as
 HMAC-SHA-256(id key, bytes of that sha256) — `--blob-id SHA256` prints it.
 
@@ -58,6 +65,8 @@ def master_key(repo: Path, passphrase: str) -> bytes:
     repo_id = json.loads((repo / "config.json").read_bytes())["id"]
     for key_file in sorted((repo / "keys").glob("*.json")):
         k = json.loads(key_file.read_bytes())
+        if k.get("kdf") != "scrypt":  # an AWS KMS key: see --master-key-file
+            continue
         kek = Scrypt(salt=base64.b64decode(k["salt"]), length=32, n=k["n"], r=k["r"], p=k["p"]).derive(passphrase.encode())
         try:
             return AESGCM(kek).decrypt(base64.b64decode(k["nonce"]), base64.b64decode(k["wrapped"]),
@@ -91,9 +100,16 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, required=True, help="a local copy of the repository")
     ap.add_argument("object", nargs="?", help="the object's path in the repository")
     ap.add_argument("--blob-id", metavar="SHA256", help="print the blob id of a content's SHA-256 instead")
+    ap.add_argument("--master-key-file", type=Path, metavar="FILE",
+                    help="the 64-byte master key itself instead of a passphrase (a KMS key file's, from aws kms decrypt)")
     args = ap.parse_args()
-    passphrase = os.environ.get("QILBEE_PASSWORD") or getpass.getpass("repository passphrase: ")
-    master = master_key(args.repo, passphrase)
+    if args.master_key_file:
+        master = args.master_key_file.read_bytes()
+        if len(master) != 64:
+            sys.exit(f"decrypt_object: {args.master_key_file} holds {len(master)} bytes, not a 64-byte master key")
+    else:
+        passphrase = os.environ.get("QILBEE_PASSWORD") or getpass.getpass("repository passphrase: ")
+        master = master_key(args.repo, passphrase)
     if args.blob_id:
         print(hmac.new(master[32:], bytes.fromhex(args.blob_id), hashlib.sha256).hexdigest())
         return 0

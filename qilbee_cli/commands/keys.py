@@ -18,13 +18,18 @@ class Init:
         add_repo(p)
         p.add_argument("--insecure-no-encryption", action="store_true",
                        help="store backups readable by whoever can read the location")
+        add_kms_key(p, "wrap the master key with this AWS KMS key (id, alias/NAME or ARN) instead of a passphrase")
         add_json(p)
 
     @staticmethod
     def run(given: dict[str, Any]) -> Any:
         from flows.keys import init
 
-        return run_flow(init, pick(given, "repo", "insecure_no_encryption"), read_only=True)
+        return run_flow(init, pick(given, "repo", "insecure_no_encryption", "kms_key_id"), read_only=True)
+
+
+def add_kms_key(p: argparse.ArgumentParser, helptext: str) -> None:
+    p.add_argument("--kms-key-id", metavar="KEY", help=helptext)
 
 
 ACTIONS = ("list", "add", "remove", "passwd")
@@ -42,6 +47,7 @@ class Key:
         p.add_argument("--new-password-file", metavar="FILE",
                        help="with add and passwd: the new passphrase, the first line of FILE (or set "
                             "QILBEE_NEW_PASSWORD; on a terminal it is asked for twice)")
+        add_kms_key(p, "with add: let this AWS KMS key (id, alias/NAME or ARN) open the repository instead of a passphrase")
         add_json(p)
 
     @staticmethod
@@ -54,15 +60,18 @@ class Key:
         if (action == "remove") != ("key_id" in given and given["key_id"] is not None):
             raise UsageError("KEY_ID: give it with remove, and only with remove")
         path = given.get("new_password_file")
+        if given.get("kms_key_id") is not None and (action != "add" or path is not None):
+            raise UsageError("--kms-key-id: only with init and key add, and not with --new-password-file")
         if path is not None:
             if action not in ("add", "passwd"):
                 raise UsageError("--new-password-file: only with add and passwd")
             new = read_password_file(path)
             NEW_PASSWORDS.add(lambda: new)
-        elif action in ("add", "passwd") and sys.stdin.isatty() and sys.stderr.isatty():
+        elif action in ("add", "passwd") and given.get("kms_key_id") is None and sys.stdin.isatty() and sys.stderr.isatty():
             NEW_PASSWORDS.add(_ask_twice, first=False, interactive=True)
         runbook = {"list": keys.key_list, "add": keys.key_add, "remove": keys.key_remove, "passwd": keys.key_passwd}[action]
-        return run_flow(runbook, pick(given, "repo", *(("key_id",) if action == "remove" else ())), read_only=True)
+        extra = {"remove": ("key_id",), "add": ("kms_key_id",)}.get(action, ())
+        return run_flow(runbook, pick(given, "repo", *extra), read_only=True)
 
 
 def _ask_twice() -> str | None:
