@@ -264,6 +264,7 @@ def run_size(b: Bench, workdir: Path, size_mib: int, scratch: Path) -> dict:
     # 2. Grow by 5% (the emulator holds the database's lock: grow it between two runs of the server), back up again.
     subprocess.run([PY, str(REPO_ROOT / "benchmarks" / "make_database.py"), str(live), "--grow-percent", "5"], check=True,
                    capture_output=True)
+    os.sync()  # the growth written back before the timed backups, as copy_tree does
     grown: dict[str, Path] = {}
     with emulator(live, s.scratch) as source:
         for mode in b.modes:

@@ -84,6 +84,7 @@ def one_round(number: int, base: Path, s3: str, scratch: Path) -> dict[str, dict
     backups("full")
     subprocess.run([PY, str(REPO_ROOT / "benchmarks" / "make_database.py"), str(live), "--grow-percent", "5"],
                    check=True, capture_output=True)
+    os.sync()  # the growth written back before the timed backups, as copy_tree does
     grown = backups("incremental")
     for kind in order:
         if len(ours(kind, "list", ["list", "--repo", repos[kind]])) != 2:
