@@ -9,10 +9,12 @@ so errors, and where they surface, are what they would be without it."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
 _PENDING: dict[str, tuple[dict[str, Any], Future]] = {}
+_THREADS: list[threading.Thread] = []
 
 
 def open_ahead(url: str, **options: Any) -> None:
@@ -32,7 +34,9 @@ def open_ahead(url: str, **options: Any) -> None:
             future.set_exception(exc)
 
     _PENDING[url] = (dict(options), future)
-    threading.Thread(target=work, name="open-ahead", daemon=True).start()
+    thread = threading.Thread(target=work, name="open-ahead", daemon=True)
+    _THREADS.append(thread)
+    thread.start()
 
 
 def take(url: str, options: dict[str, Any]) -> Any | None:
@@ -46,6 +50,13 @@ def take(url: str, options: dict[str, Any]) -> Any | None:
         return None
 
 
-def forget() -> None:
-    """Drop what was opened ahead and not taken (a command ends; the next must not see stale state)."""
+def forget(settle_s: float = 5.0) -> None:
+    """Drop what was opened ahead and not taken (a command ends; the next must not see stale state),
+    after waiting up to settle_s for the threads still at work: a daemon thread that writes to stderr
+    (botocore logs as it makes a client) while the interpreter exits can abort the process, and a
+    command refused for bad input must still exit 2."""
+    deadline = time.monotonic() + settle_s
+    for thread in _THREADS:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    _THREADS[:] = [t for t in _THREADS if t.is_alive()]
     _PENDING.clear()

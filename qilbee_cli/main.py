@@ -68,11 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         MODE.prefect = prefect_api_configured()
     _log_to_stderr()
     command = next(c for c in COMMANDS if c.NAME == args.command)
-    opened_ahead = False
     try:
         use_passwords(given)
         opened_ahead = not MODE.prefect and open_repositories_ahead(given)
-        result = command.run(given)
+        try:
+            result = command.run(given)
+        finally:
+            if opened_ahead:  # settled before anything is printed: the error stays the last line
+                from qilbee_backup.ahead import forget
+
+                forget()
     except QilbeeBackupError as e:
         report = getattr(e, "result", None)
         if report is not None:  # the run published its report before failing: show it too
@@ -82,11 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qilbee-backup: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if opened_ahead:
-            from qilbee_backup.ahead import forget
-
-            forget()
     if result is not None:
         print_result(result, as_json)
     return 1 if isinstance(result, dict) and result.get("ok") is False else 0
@@ -100,6 +100,8 @@ def _log_to_stderr() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One line per HTTP request to the Prefect API drowns the progress an operator reads.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # botocore says where it found credentials and endpoints each time it makes a client: not news either.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     # Prefect's event sender says it is flushing as the process exits: after the error line, not news.
     logging.getLogger("EventsWorker").setLevel(logging.ERROR)
 

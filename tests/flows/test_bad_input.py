@@ -252,3 +252,30 @@ def test_no_docker_engine_is_one_line(tmp_path, cli_env, emulator):
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert "needs the Docker engine: no socket at" in done.stderr.splitlines()[-1]
     assert not (tmp_path / "target").exists()
+
+
+def test_bad_input_naming_a_real_s3_repository_is_still_one_line(tmp_path, moto_server, cli_env, s3_repo_url, s3_client,
+                                                                  emulator):
+    """A direct run starts opening its repository while it checks its input (ahead.open_ahead): that
+    work (boto3's client, the key, the KDF) must not add a line after the error, nor write anything."""
+    made = subprocess.run([sys.executable, "-m", "qilbee_cli", "backup", "--no-prefect", "--repo", s3_repo_url,
+                           "--source", emulator.url], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    bucket, prefix = s3_repo_url[len("s3://"):].split("/", 1)
+
+    def stored() -> dict[str, str]:
+        return {o["Key"]: o["ETag"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+
+    before = stored()
+    problems = []
+    for case in (["list", "--repo", s3_repo_url, "--kind", "a b"],
+                 ["restore", "--repo", s3_repo_url, "--data-dir", "{tmp}/out", "--backup", "yesterday"],
+                 ["backup", "--repo", s3_repo_url, "--source", emulator.url, "--keep-last", "-1"],
+                 ["verify", "--repo", s3_repo_url, "--source-name", "Prod DB"]):
+        scratch = tmp_path / f"case-{len(problems)}-{case[0]}"
+        scratch.mkdir()
+        done = subprocess.run([sys.executable, "-m", "qilbee_cli", *_argv(case, scratch), "--no-prefect"], env=cli_env,
+                              capture_output=True, text=True, timeout=120)
+        problems += _check(done.returncode, 2, done.stderr, done.stdout, scratch, case)
+    assert problems == []
+    assert stored() == before
