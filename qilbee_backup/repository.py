@@ -35,15 +35,17 @@ locked: they must stay removable.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -51,7 +53,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from . import ahead
+from . import ahead, key_cache
 from .blobs import BlobRead, HashingWriter, StagedBlob, read_blob
 from .crypto import (
     FRAME,
@@ -68,6 +70,7 @@ from .crypto import (
     wrap_master_key,
 )
 from .destinations.base import Destination, ObjectInfo
+from .key_cache import Remembered
 from .errors import (
     DestinationError,
     IntegrityError,
@@ -252,6 +255,8 @@ class Repository:
         self.key = key  # the unlocked master key of an encrypted repository (None: unencrypted)
         self._plain_checked = False  # config read and found unencrypted (so writing plain is right)
         self._early_error: BaseException | None = None  # what unlocking ahead met: see opened_early
+        self._guess: tuple[Remembered, str, Future] | None = None  # a KDF started from the key cache
+        self._opened_with: Remembered | None = None  # the passphrase key file that opened it
 
     def __repr__(self) -> str:
         return f"Repository(url={self.url!r})"
@@ -360,10 +365,21 @@ class Repository:
             if kms_refused is not None:
                 raise kms.KmsRefused(f"{self.url}: KMS did not open it ({kms_refused}), and no passphrase was given")
             raise self._key_required()
+        guess, self._guess = self._guess, None
+        if guess is not None:  # the KDF already run on the cached key file: used only if it is this repository's
+            remembered, guessed_with, future = guess
+            if (remembered.repo_id == config.get("id") and by_passphrase.get(remembered.key_id) == remembered.key_file
+                    and hmac.compare_digest(guessed_with.encode(), passphrase.encode())):
+                master = future.result()
+                if master is not None:
+                    self.key = RepoKey(master, remembered.key_id)
+                    self._opened_with = remembered
+                    return
         for key_id, key_file in sorted(by_passphrase.items()):
             master = unwrap_master_key(key_file, passphrase, config.get("id", ""))
             if master is not None:
                 self.key = RepoKey(master, key_id)
+                self._opened_with = Remembered(config.get("id", ""), key_id, key_file)
                 if kms_refused:
                     log.warning("%s: opened with a passphrase; KMS did not open it (%s)", self.url, kms_refused)
                 return
@@ -886,17 +902,39 @@ class Repository:
 
 def opened_early(url: str, options: dict[str, Any]) -> Repository:
     """The repository at url, opened for ahead.open_ahead (in its thread): unlocked when KMS or a
-    passphrase at hand without a prompt opens it. A failure to unlock is the caller's to meet, where it
+    passphrase at hand without a prompt opens it. With the key file that opened it last time in the
+    local cache (key_cache), the KDF starts on it at once, in another thread, while the repository is
+    reached; unlock uses that result only if the repository's key file is the same. A failure to unlock is the caller's to meet, where it
     unlocks: a wrong passphrase or a store that fails is kept and raised there (met twice, it would
     cost a second KDF, or a second round of retries); anything else is left to happen again."""
+    cached = key_cache.recall(url)
+    passphrase = find_password(interactive=False) if cached else None
+    guess = (cached, passphrase, _derive_in_a_thread(cached, passphrase)) if cached and passphrase else None
     repo = Repository.open(url, **options)
+    repo._guess = guess
     try:
         repo.unlock(interactive=False)
     except (WrongPassphrase, DestinationError, ConnectionError) as exc:
         repo._early_error = exc
     except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
         pass
+    if repo._opened_with is not None:
+        key_cache.remember(url, repo._opened_with)
     return repo
+
+
+def _derive_in_a_thread(cached: Remembered, passphrase: str) -> Future:
+    """The master key from the cached key file, computed while the repository is being reached."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(unwrap_master_key(cached.key_file, passphrase, cached.repo_id))
+        except Exception:  # noqa: BLE001 - a cache entry gone bad: unlock opens it from the repository's keys
+            future.set_result(None)
+
+    threading.Thread(target=work, name="open-ahead-kdf", daemon=True).start()
+    return future
 
 
 def open_repository(url: str, *, must_exist: bool = True, **options) -> Repository:

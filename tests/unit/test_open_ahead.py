@@ -4,7 +4,9 @@ again, in the caller's thread, as without it; a prompt is never asked from the t
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +36,7 @@ def kdf_threads(monkeypatch):
 
 @pytest.fixture
 def encrypted_repo(tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = str(tmp_path / "repo")
     Repository.open(url).init(passphrase=PASSPHRASE)
     monkeypatch.setenv("QILBEE_PASSWORD", PASSPHRASE)
@@ -96,3 +99,47 @@ def test_a_location_without_a_repository_is_reported_by_the_caller(tmp_path, kdf
     with pytest.raises(NotFound):
         open_repository(url)
     assert not (tmp_path / "nothing-here").exists()  # opening ahead reads only
+
+
+def test_the_key_file_that_opened_it_lets_the_next_command_start_the_kdf_before_reaching_it(encrypted_repo, kdf_threads,
+                                                                                          tmp_path):
+    from qilbee_backup import key_cache
+
+    open_ahead(encrypted_repo)
+    assert open_repository(encrypted_repo).key is not None
+    remembered = key_cache.recall(encrypted_repo)
+    assert remembered is not None and json.loads((Path(encrypted_repo) / "keys" / f"{remembered.key_id}.json")
+                                                 .read_text()) == remembered.key_file
+    assert oct(next((tmp_path / "cache" / "qilbee-backup" / "keys").iterdir()).stat().st_mode & 0o777) == "0o600"
+    forget_ahead()
+    open_ahead(encrypted_repo)
+    assert open_repository(encrypted_repo).key is not None
+    assert kdf_threads == ["open-ahead", "open-ahead-kdf"]  # the second one ran on the cached key file
+
+
+def test_a_cached_key_file_the_repository_no_longer_holds_is_not_used(encrypted_repo, kdf_threads, monkeypatch):
+    from qilbee_backup import key_cache
+
+    open_ahead(encrypted_repo)
+    first = open_repository(encrypted_repo)
+    forget_ahead()
+    # The passphrase changes (key passwd): the cached key file is gone from the repository.
+    monkeypatch.setenv("QILBEE_PASSWORD", "the new one")
+    new_id = first.change_passphrase("the new one")
+    open_ahead(encrypted_repo)
+    repo = open_repository(encrypted_repo)
+    assert repo.key is not None and repo.key.key_id == new_id
+    assert key_cache.recall(encrypted_repo).key_id == new_id
+    # A cache entry someone planted (a key file of theirs, their passphrase) is never used either.
+    other = Path(encrypted_repo).parent / "other"
+    Repository.open(str(other)).init(passphrase="the new one")
+    planted_id = next((other / "keys").iterdir()).stem
+    planted = key_cache.Remembered(json.loads((other / "config.json").read_text())["id"], planted_id,
+                                   json.loads((other / "keys" / f"{planted_id}.json").read_text()))
+    key_cache.remember(encrypted_repo, planted)
+    forget_ahead()
+    kdf_threads.clear()
+    open_ahead(encrypted_repo)
+    repo = open_repository(encrypted_repo)
+    assert repo.key is not None and repo.key.key_id == new_id
+    assert "open-ahead" in kdf_threads  # opened from the repository's own key file
