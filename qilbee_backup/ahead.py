@@ -23,6 +23,9 @@ def open_ahead(url: str, **options: Any) -> None:
     repository.open_repository(url, **the same options) takes it."""
     if url in _PENDING:
         return
+    from . import key_cache
+
+    key_cache.enable()  # this process opens ahead: the key that opens a repository is worth remembering
     future: Future = Future()
 
     def work() -> None:
@@ -60,3 +63,6 @@ def forget(settle_s: float = 5.0) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
     _THREADS[:] = [t for t in _THREADS if t.is_alive()]
     _PENDING.clear()
+    from . import key_cache
+
+    key_cache.enable(False)  # the command is over (a test may run many in one process)

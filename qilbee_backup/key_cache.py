@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
+_ENABLED = False  # set by a process that opens ahead (the CLI): only its commands gain from the cache
+
+
+def enable(on: bool = True) -> None:
+    global _ENABLED
+    _ENABLED = on
+
+
 class Remembered(NamedTuple):
     repo_id: str
     key_id: str
@@ -39,7 +47,7 @@ def recall(url: str) -> Remembered | None:
 
 def remember(url: str, entry: Remembered) -> None:
     """Best effort (a cache): an unwritable cache costs the next command its head start, nothing else."""
-    if recall(url) == entry:
+    if not _ENABLED or recall(url) == entry:
         return
     path = _path(url)
     try:

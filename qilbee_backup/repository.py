@@ -256,7 +256,6 @@ class Repository:
         self._plain_checked = False  # config read and found unencrypted (so writing plain is right)
         self._early_error: BaseException | None = None  # what unlocking ahead met: see opened_early
         self._guess: tuple[Remembered, str, Future] | None = None  # a KDF started from the key cache
-        self._opened_with: Remembered | None = None  # the passphrase key file that opened it
 
     def __repr__(self) -> str:
         return f"Repository(url={self.url!r})"
@@ -298,6 +297,8 @@ class Repository:
         if self.dest.put_bytes(CONFIG_KEY, json.dumps(config).encode(), if_absent=True):
             if key_file is not None:
                 self.key = RepoKey(master, key_id)
+                if kms_key_id is None:
+                    key_cache.remember(self.url, Remembered(repo_id, key_id, wrapped))
             return config
         if key_file is not None:  # another run created the repository meanwhile: ours is not its key
             self.dest.remove(key_file)
@@ -373,13 +374,12 @@ class Repository:
                 master = future.result()
                 if master is not None:
                     self.key = RepoKey(master, remembered.key_id)
-                    self._opened_with = remembered
                     return
         for key_id, key_file in sorted(by_passphrase.items()):
             master = unwrap_master_key(key_file, passphrase, config.get("id", ""))
             if master is not None:
                 self.key = RepoKey(master, key_id)
-                self._opened_with = Remembered(config.get("id", ""), key_id, key_file)
+                key_cache.remember(self.url, Remembered(config.get("id", ""), key_id, key_file))
                 if kms_refused:
                     log.warning("%s: opened with a passphrase; KMS did not open it (%s)", self.url, kms_refused)
                 return
@@ -911,6 +911,7 @@ def opened_early(url: str, options: dict[str, Any]) -> Repository:
     passphrase = find_password(interactive=False) if cached else None
     guess = (cached, passphrase, _derive_in_a_thread(cached, passphrase)) if cached and passphrase else None
     repo = Repository.open(url, **options)
+    repo.url = url  # as open_repository names it: the key cache's entry is by this name
     repo._guess = guess
     try:
         repo.unlock(interactive=False)
@@ -918,8 +919,6 @@ def opened_early(url: str, options: dict[str, Any]) -> Repository:
         repo._early_error = exc
     except Exception:  # noqa: BLE001 - met again, and reported, by the caller's own unlock
         pass
-    if repo._opened_with is not None:
-        key_cache.remember(url, repo._opened_with)
     return repo
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qilbee_backup import crypto
+from qilbee_backup import crypto, key_cache
 from qilbee_backup.crypto import WrongPassphrase
 from qilbee_backup.ahead import forget as forget_ahead
 from qilbee_backup.ahead import open_ahead
@@ -38,6 +38,7 @@ def kdf_threads(monkeypatch):
 def encrypted_repo(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = str(tmp_path / "repo")
+    key_cache.enable(False)  # made outside a command: nothing remembered yet
     Repository.open(url).init(passphrase=PASSPHRASE)
     monkeypatch.setenv("QILBEE_PASSWORD", PASSPHRASE)
     return url
