@@ -256,6 +256,9 @@ class Repository:
         self._plain_checked = False  # config read and found unencrypted (so writing plain is right)
         self._early_error: BaseException | None = None  # what unlocking ahead met: see opened_early
         self._guess: tuple[Remembered, str, Future] | None = None  # a KDF started from the key cache
+        # Opened ahead, before the command's input is checked: what to remember waits until it is taken.
+        self._defer_remember = False
+        self._to_remember: Remembered | None = None
 
     def __repr__(self) -> str:
         return f"Repository(url={self.url!r})"
@@ -298,7 +301,7 @@ class Repository:
             if key_file is not None:
                 self.key = RepoKey(master, key_id)
                 if kms_key_id is None:
-                    key_cache.remember(self.url, Remembered(repo_id, key_id, wrapped))
+                    self._remember(Remembered(repo_id, key_id, wrapped))
             return config
         if key_file is not None:  # another run created the repository meanwhile: ours is not its key
             self.dest.remove(key_file)
@@ -379,13 +382,19 @@ class Repository:
             master = unwrap_master_key(key_file, passphrase, config.get("id", ""))
             if master is not None:
                 self.key = RepoKey(master, key_id)
-                key_cache.remember(self.url, Remembered(config.get("id", ""), key_id, key_file))
+                self._remember(Remembered(config.get("id", ""), key_id, key_file))
                 if kms_refused:
                     log.warning("%s: opened with a passphrase; KMS did not open it (%s)", self.url, kms_refused)
                 return
         also = f"; KMS did not open it either ({kms_refused})" if kms_refused else ""
         raise WrongPassphrase(f"{self.url}: wrong passphrase (it opens none of the repository's {len(by_passphrase)} "
                               f"passphrase key(s)){also}")
+
+    def _remember(self, entry: Remembered) -> None:
+        if self._defer_remember:
+            self._to_remember = entry
+        else:
+            key_cache.remember(self.url, entry)
 
     def add_kms_key(self, kms_key_id: str) -> str:
         """Let the AWS KMS key kms_key_id open the repository (the master key wrapped by KMS); the new key's id."""
@@ -913,6 +922,7 @@ def opened_early(url: str, options: dict[str, Any]) -> Repository:
     repo = Repository.open(url, **options)
     repo.url = url  # as open_repository names it: the key cache's entry is by this name
     repo._guess = guess
+    repo._defer_remember = True
     try:
         repo.unlock(interactive=False)
     except (WrongPassphrase, DestinationError, ConnectionError) as exc:
@@ -944,7 +954,14 @@ def open_repository(url: str, *, must_exist: bool = True, **options) -> Reposito
     pointed at the wrong place fails instead of passing. A backup creates the repository itself, once
     its input is valid and its source answered.
     lock_mode/lock_days on a directory: UsageError; on a bucket without Object Lock: DestinationError."""
-    repo = ahead.take(url, options) or Repository.open(url, **options)
+    repo = ahead.take(url, options)
+    if repo is not None:  # the command's input has been checked by now: the key may be remembered
+        repo._defer_remember = False
+        if repo._to_remember is not None:
+            key_cache.remember(url, repo._to_remember)
+            repo._to_remember = None
+    else:
+        repo = Repository.open(url, **options)
     repo.url = url  # as the operator gave it: what reports name
     if must_exist:
         try:

@@ -144,3 +144,10 @@ def test_a_cached_key_file_the_repository_no_longer_holds_is_not_used(encrypted_
     repo = open_repository(encrypted_repo)
     assert repo.key is not None and repo.key.key_id == new_id
     assert "open-ahead" in kdf_threads  # opened from the repository's own key file
+
+
+def test_nothing_is_remembered_for_a_command_that_never_takes_what_was_opened(encrypted_repo, kdf_threads, tmp_path):
+    """A command refused for bad input opened its repository ahead, then stopped: no cache file written."""
+    open_ahead(encrypted_repo)
+    forget_ahead()
+    assert not (tmp_path / "cache" / "qilbee-backup" / "keys").exists()
