@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable
 import zstandard
 
 from .errors import DestinationError, IntegrityError, QilbeeBackupError, UsageError
+from .fsutil import cache_dir
 from .manifest import FileEntry
 
 if TYPE_CHECKING:
@@ -82,8 +83,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def default_hash_cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qilbee-backup" / "hashes.sqlite"
+    return cache_dir() / "hashes.sqlite"
 
 
 class HashCache:

@@ -102,3 +102,8 @@ def lock_holder(path: str | os.PathLike[str], dir_fd: int | None = None) -> int 
         if len(fields) >= 6 and fields[1] != "->" and fields[5] == wanted:
             return max(int(fields[4]), 0)
     return None
+
+
+def cache_dir() -> Path:
+    """This user's local cache for qilbee-backup (the hash cache, the key cache): $XDG_CACHE_HOME or ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qilbee-backup"

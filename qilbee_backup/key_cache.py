@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .fsutil import cache_dir
+
 
 _ENABLED = False  # set by a process that opens ahead (the CLI): only its commands gain from the cache
 
@@ -33,8 +35,7 @@ class Remembered(NamedTuple):
 
 
 def _path(url: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qilbee-backup" / "keys" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
+    return cache_dir() / "keys" / f"{hashlib.sha256(url.encode()).hexdigest()[:32]}.json"
 
 
 def recall(url: str) -> Remembered | None:
